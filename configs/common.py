@@ -1,0 +1,66 @@
+"""Config pieces shared by every experiment file: the `arg` parser and the run skeleton
+(seed, mesh, checkpointing, logging) that every trainer reads."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
+  """'size=tiny,variant=rgb_only' -> ConfigDict(size='tiny', variant='rgb_only').
+
+  Only keys present in `defaults` are accepted, so a misspelt preset key is an error.
+  """
+  out = dict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    if "=" not in part:
+      raise ValueError(f"config arg {part!r} is not key=value (e.g. size=tiny)")
+    key, value = (s.strip() for s in part.split("=", 1))
+    if key not in defaults:
+      raise ValueError(f"unknown config arg {key!r}; known: {', '.join(sorted(defaults))}")
+    out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def choose(value: str, table: dict, what: str):
+  """table[value] with an error listing the choices."""
+  if value not in table:
+    raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(table)}")
+  return table[value]
+
+
+def run_config(trainer: str) -> ml_collections.ConfigDict:
+  """Fields every trainer reads; experiment files fill in data/model/optim."""
+  c = ml_collections.ConfigDict()
+  c.trainer = trainer
+  c.seed = 0
+  # Device mesh sizes; -1 = all remaining devices. data x fsdp shards the batch,
+  # fsdp also shards params/optimizer state, model shards mlp/heads/vocab.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+  c.total_steps = 1000
+  # Global batch size (all processes together); must divide by data*fsdp.
+  c.batch_size = 64
+  c.log_every = 50
+  c.eval_every = 500
+  # Checkpoint every N steps (and always at the end); keep the newest `keep`.
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.async_checkpoints = True
+  # Resume from the newest checkpoint in the workdir when one exists.
+  c.resume = True
+  # Where to start from when not resuming: "" (random init), an Orbax checkpoint
+  # folder of this project, or (per trainer) a transformers save_pretrained folder.
+  c.init_from = ""
+  # Write a sample image grid / plot every N steps (0 = only at evals).
+  c.sample_every = 0
+  return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a seconds-long smoke run (size=tiny presets set the model)."""
+  c.total_steps = 4
+  c.batch_size = 16
+  c.log_every = 1
+  c.eval_every = 4
+  c.checkpoint_every = 2
+  return c

@@ -1,0 +1,87 @@
+"""Entry point: `python -m fusionrs_jax.main --config=configs/<file>.py[:arg] --workdir=DIR`.
+
+Dispatches on `config.trainer`; errors a user can fix are one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fusionrs_jax.trainers.common import UserError
+
+# trainer name -> module with `train_and_evaluate(config, workdir) -> dict`.
+TRAINERS = {
+    "siglip": "fusionrs_jax.trainers.siglip",
+    "translator": "fusionrs_jax.trainers.translator",
+    "captioner": "fusionrs_jax.trainers.captioner",
+}
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/siglip_ir.py:size=tiny.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run folder: checkpoints, metrics.jsonl, TensorBoard events, images. "
+    "Default: workdirs/<config name>.")
+flags.mark_flag_as_required("config")
+
+
+def available_trainers() -> dict[str, str]:
+  """Trainers whose module exists in this checkout."""
+  return {name: mod for name, mod in TRAINERS.items()
+          if importlib.util.find_spec(mod) is not None}
+
+
+def run(config, workdir: str) -> dict:
+  trainers = available_trainers()
+  name = config.get("trainer")
+  if name not in trainers:
+    raise UserError(f"unknown trainer {name!r} in config; available: "
+                    f"{', '.join(sorted(trainers)) or 'none'}")
+  module = importlib.import_module(trainers[name])
+  return module.train_and_evaluate(config, workdir)
+
+
+def _default_workdir(config_path: str) -> str:
+  base = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("workdirs", base)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or _default_workdir(flags.FLAGS["config"].config_filename)
+  logging.info("config:\n%s", config)
+  try:
+    run(config, workdir)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(str(e).replace("\\n", " ").split())
+  return text.replace("\\'", "'").strip("'\"")
+
+
+def entry():
+  """Console-script entry; config/flag errors (missing file, malformed or misspelt
+  override, failing get_config) are one line, not a traceback."""
+  try:
+    flags.FLAGS(sys.argv)
+    # config_flags defers errors of loading the file until first access.
+    _CONFIG.value.get("trainer")
+  except Exception as e:  # noqa: BLE001 -- every config error is a user error here.
+    prefix = "config override names no such field: " if isinstance(e, AttributeError) else ""
+    print(f"error: {prefix}{_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+  app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+  entry()

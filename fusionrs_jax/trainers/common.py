@@ -1,0 +1,214 @@
+"""Mechanics every trainer shares, written once: run folder, mesh, data preparation,
+optimizer, the shaped-init -> shardings -> resume sequence, and the non-finite guard."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+
+from fusionrs_jax import checkpoint, metrics, records, sharding
+
+
+class UserError(Exception):
+  """A problem the user can fix (bad config, missing data); main prints it as one line."""
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass
+class Run:
+  """What a trainer needs around its loop."""
+
+  config: Any
+  workdir: str
+  mesh: jax.sharding.Mesh
+  writer: metrics.MetricWriter
+  ckpt: checkpoint.Checkpointer
+
+
+def setup_run(config, workdir: str) -> Run:
+  """Creates the workdir (config.json inside), the mesh, metric writer and checkpointer."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    records.write_json_atomic(os.path.join(workdir, "config.json"),
+                              json.loads(config.to_json_best_effort()))
+  try:
+    mesh = sharding.make_mesh(dict(config.mesh))
+  except ValueError as e:
+    raise UserError(str(e)) from e
+  shards = sharding.num_batch_shards(mesh)
+  if config.batch_size % shards:
+    raise UserError(f"batch_size {config.batch_size} does not divide by the "
+                    f"{shards} batch shards of mesh {dict(mesh.shape)}")
+  logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape),
+               jax.device_count(), jax.process_count())
+  writer = metrics.MetricWriter(workdir, active=jax.process_index() == 0)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 save_every=config.checkpoint_every,
+                                 max_to_keep=config.keep_checkpoints,
+                                 async_save=config.async_checkpoints)
+  return Run(config, workdir, mesh, writer, ckpt)
+
+
+def local_batch_size(config) -> int:
+  """This process's share of the global batch."""
+  if config.batch_size % jax.process_count():
+    raise UserError(f"batch_size {config.batch_size} does not divide by "
+                    f"{jax.process_count()} processes")
+  return config.batch_size // jax.process_count()
+
+
+# ----------------------------------------------------------------------------
+# Data.
+# ----------------------------------------------------------------------------
+
+
+def prepare_dataset(data_config) -> str:
+  """Returns the dataset folder; builds the demo world there first when asked.
+
+  `data_config.dir` absent + `data_config.demo_world_if_missing` -> generate the demo
+  world (RGB + rendered IR), its IR-aware captions and instructions, and a tokenizer.
+  """
+  data_dir = data_config.dir
+  if not os.path.exists(os.path.join(data_dir, records.INFO_FILE)):
+    if not data_config.get("demo_world_if_missing", False):
+      raise UserError(f"data directory {data_dir!r} has no {records.INFO_FILE}; prepare "
+                      f"it with `python -m data_prep.ingest` (see README) or set "
+                      f"--config.data.demo_world_if_missing=True")
+    build_demo_dataset(data_dir, data_config)
+  tok = tokenizer_path(data_config)
+  if not os.path.exists(tok):
+    if data_config.get("demo_world_if_missing", False) and tok == _default_tok(data_dir):
+      _train_tokenizer(data_dir, tok, data_config.vocab_size)
+    else:
+      raise UserError(f"tokenizer {tok!r} not found; train one with "
+                      f"`python -m data_prep.tokenizer --data={data_dir} --out={tok}`")
+  return data_dir
+
+
+def _default_tok(data_dir: str) -> str:
+  return os.path.join(data_dir, "tokenizer.model")
+
+
+def tokenizer_path(data_config) -> str:
+  return data_config.get("tokenizer") or _default_tok(data_config.dir)
+
+
+def build_demo_dataset(data_dir: str, data_config) -> None:
+  """Demo world + IR-aware captions + tokenizer, only on process 0; others wait."""
+  from data_prep import demo_world, ir_captions
+
+  if jax.process_index() == 0:
+    logging.info("%s is empty: building the demo world there (synthetic data)", data_dir)
+    raw = data_dir.rstrip("/") + ".raw"
+    demo_world.build_demo_world(raw, num_train=data_config.demo_num_train,
+                                num_val=data_config.demo_num_val,
+                                num_test=data_config.demo_num_test,
+                                image_size=data_config.demo_image_size,
+                                seed=data_config.demo_seed)
+    ir_captions.annotate_dataset(raw, data_dir)
+    _train_tokenizer(data_dir, _default_tok(data_dir), data_config.vocab_size)
+  _sync("demo_world")
+
+
+def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
+  from data_prep import tokenizer
+
+  if jax.process_index() == 0:
+    tokenizer.train_from_dataset([data_dir], path, vocab_size=vocab_size)
+  _sync("tokenizer")
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+# ----------------------------------------------------------------------------
+# Optimizer and state.
+# ----------------------------------------------------------------------------
+
+
+def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warmup + cosine decay, global-norm clipping, grad accumulation."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim.lr, warmup_steps=optim.warmup_steps,
+      decay_steps=max(total_steps, optim.warmup_steps + 1), end_value=optim.lr * optim.end_lr_frac)
+  tx = optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip) if optim.grad_clip > 0 else optax.identity(),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay),
+  )
+  if optim.accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=optim.accum_steps)
+  return tx
+
+
+def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
+               seed: int, mesh) -> tuple[dict, Any]:
+  """Shaped init -> shardings from the logical rules -> sharded init; never unsharded.
+
+  `init_params(rng)` returns (boxed, logically annotated) params. Returns the state
+  {params, opt_state, step, rng} and the matching tree of NamedShardings.
+  """
+  rng = jax.random.PRNGKey(seed)
+  init_rng, train_rng = jax.random.split(rng)
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    abstract = jax.eval_shape(init_params, init_rng)
+  param_sh = sharding.param_shardings(abstract, mesh)
+  unboxed = lambda r: nn.unbox(init_params(r))
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    params = jax.jit(unboxed, out_shardings=param_sh)(init_rng)
+  # Optimizer moments follow their params' shardings through jit propagation.
+  opt_state = jax.jit(tx.init)(params)
+  repl = sharding.replicated(mesh)
+  state = {"params": params, "opt_state": opt_state,
+           "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
+           "rng": jax.device_put(train_rng, repl)}
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  return state, shardings
+
+
+def restore_or_init(run: Run, state: dict, shardings: Any, data_iterator=None
+                    ) -> tuple[dict, int]:
+  """Resumes from the newest checkpoint of this run when there is one (bit-exact)."""
+  if run.config.resume and run.ckpt.latest_step is not None:
+    target = checkpoint.abstract_with_shardings(state, shardings)
+    step, state = run.ckpt.restore(target, data_iterator)
+    logging.info("resumed at step %d", step)
+    return state, step
+  return state, 0
+
+
+def init_params_from_checkpoint(path: str, params: Any, param_shardings: Any) -> Any:
+  """Params of another run's Orbax checkpoint folder (`.../checkpoints`), resharded."""
+  ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
+  raw = ckpt.restore_raw()
+  ckpt.close()
+  src = raw["params"] if "params" in raw else raw
+  try:
+    return jax.tree.map(lambda new, old, s: jax.device_put(np.asarray(old, new.dtype), s),
+                        params, src, param_shardings)
+  except ValueError as e:
+    raise UserError(f"checkpoint {path!r} does not match this model's parameters: {e}") from e
+
+
+def check_finite(loss: float, step: int, run: Run) -> None:
+  """Stops the run on a NaN/inf loss, naming the step and the last good checkpoint."""
+  if not np.isfinite(loss):
+    last = run.ckpt.latest_step
+    where = (f"last good checkpoint: step {last} in {run.ckpt.directory}" if last is not None
+             else "no checkpoint was saved yet")
+    raise NonFiniteLossError(f"loss is {loss} at step {step}; stopping ({where})")
