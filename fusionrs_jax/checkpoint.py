@@ -27,8 +27,10 @@ class Checkpointer:
   def __init__(self, directory: str, *, save_every: int, max_to_keep: int = 3,
                async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self.save_every = max(1, int(save_every))
+    # The interval is decided here (Orbax would also save the very first step).
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=max(1, int(save_every)),
+        save_interval_steps=1,
         max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save,
         create=True,
@@ -44,7 +46,10 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_iterator: Any = None, *,
            force: bool = False) -> bool:
-    """Saves `state` (a pytree of jax/numpy arrays) and the grain iterator position."""
+    """Saves `state` (a pytree of jax/numpy arrays) and the grain iterator position
+    when `step` is a multiple of `save_every` (or `force`). Returns whether it saved."""
+    if not force and step % self.save_every:
+      return False
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain_ckpt.CheckpointSave(data_iterator)
