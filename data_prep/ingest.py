@@ -81,6 +81,7 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
     return None, [_reject(item_id, file, rejects[0]["reason"], "every caption is empty "
                           "or not text")]
   try:
+    record.validate()
     width, height = record.meta.get("width"), record.meta.get("height")
     if width is None or height is None:
       image, _ = sources.check_image_bytes(record.rgb or record.ir, f"record {item_id}")
@@ -89,7 +90,6 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
     if min(width, height) < min_size:
       raise ItemRejected("image_too_small",
                          f"{width}x{height} px is below --min_size={min_size}")
-    record.validate()
   except ItemRejected as e:
     return None, [_reject(item_id, file, e.reason, e.detail)]
   except records.RecordError as e:
