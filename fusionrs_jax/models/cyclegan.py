@@ -1,0 +1,172 @@
+"""CycleGAN (Zhu et al. 2017) for RGB<->IR translation: ResNet-block generators and
+PatchGAN discriminators with instance norm, fully convolutional over any H, W divisible by 4.
+
+Module names (conv_in, down_i, res_i/conv_j, up_i, conv_out; disc conv_i) are mirrored by
+`fusionrs_jax/export/torch_translator.py`, so export is a kernel transpose per layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+# The published code initialises every conv with N(0, 0.02) and zero bias.
+INIT = nn.initializers.normal(0.02)
+# torch.nn.InstanceNorm2d's epsilon; matching it keeps the torch export exact.
+NORM_EPS = 1e-5
+RGB_CHANNELS, IR_CHANNELS = 3, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  """Width/depth of one CycleGAN preset."""
+
+  gen_filters: int
+  gen_blocks: int
+  disc_filters: int
+  # Stride-2 conv layers in the discriminator after the first one (3 = 70x70 PatchGAN).
+  disc_layers: int
+
+
+SIZES = {
+    "tiny": Size(gen_filters=8, gen_blocks=1, disc_filters=8, disc_layers=2),
+    "small": Size(gen_filters=32, gen_blocks=6, disc_filters=32, disc_layers=3),
+    "paper": Size(gen_filters=64, gen_blocks=9, disc_filters=64, disc_layers=3),
+}
+
+
+def instance_norm(x: jax.Array) -> jax.Array:
+  """Per-sample, per-channel normalisation over H, W (no affine, as published). [B,H,W,C]."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(axis=(1, 2), keepdims=True)
+  var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)  # biased, like torch
+  return ((x32 - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(x.dtype)
+
+
+def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
+  """Reflection padding of H and W by `pad` pixels. [B,H,W,C] -> [B,H+2p,W+2p,C]."""
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def _conv(features: int, kernel: int, stride: int, padding, dtype, name: str) -> nn.Conv:
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
+                 kernel_init=INIT, dtype=dtype, name=name)
+
+
+class ResidualBlock(nn.Module):
+  """x + IN(conv3(pad(ReLU(IN(conv3(pad(x))))))) with reflection padding. [B,H,W,C]."""
+
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    y = _conv(c, 3, 1, "VALID", self.dtype, "conv_0")(reflect_pad(x, 1))
+    y = nn.relu(instance_norm(y))
+    y = _conv(c, 3, 1, "VALID", self.dtype, "conv_1")(reflect_pad(y, 1))
+    return x + instance_norm(y)
+
+
+class Generator(nn.Module):
+  """c7s1-k, d2k, d4k, R4k x blocks, u2k, uk, c7s1-out -> tanh.
+
+  [B,H,W,in] in [-1, 1] -> [B,H,W,out_channels] in [-1, 1]; H, W divisible by 4.
+  """
+
+  out_channels: int
+  filters: int = 64
+  blocks: int = 9
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.shape[1] % 4 or x.shape[2] % 4:
+      raise ValueError(f"generator input H, W must be divisible by 4, got {x.shape}; "
+                       f"pad (data_prep.translate pads with reflection) or crop first")
+    f = self.filters
+    x = x.astype(self.dtype)
+    x = nn.relu(instance_norm(_conv(f, 7, 1, "VALID", self.dtype, "conv_in")(reflect_pad(x, 3))))
+    for i, mult in enumerate((2, 4)):
+      x = _conv(f * mult, 3, 2, ((1, 1), (1, 1)), self.dtype, f"down_{i}")(x)
+      x = nn.relu(instance_norm(x))
+    for i in range(self.blocks):
+      x = ResidualBlock(self.dtype, name=f"res_{i}")(x)
+    for i, mult in enumerate((2, 1)):
+      # Padding (1, 2) on the 2x-dilated input == torch ConvTranspose2d(k3, s2, p1,
+      # output_padding=1): exactly doubles H and W.
+      x = nn.ConvTranspose(f * mult, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                           kernel_init=INIT, dtype=self.dtype, name=f"up_{i}")(x)
+      x = nn.relu(instance_norm(x))
+    x = _conv(self.out_channels, 7, 1, "VALID", self.dtype, "conv_out")(reflect_pad(x, 3))
+    return jnp.tanh(x.astype(jnp.float32))
+
+
+class PatchDiscriminator(nn.Module):
+  """PatchGAN: C64 (no norm) - C128 - C256 - C512 (stride 1) - conv to 1 logit per patch.
+
+  With layers=3 each output logit sees a 70x70 input patch. [B,H,W,C] -> [B,h,w,1]
+  (raw scores for the least-squares loss, no sigmoid).
+  """
+
+  filters: int = 64
+  layers: int = 3
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    pad = ((1, 1), (1, 1))
+    x = x.astype(self.dtype)
+    x = nn.leaky_relu(_conv(self.filters, 4, 2, pad, self.dtype, "conv_0")(x), 0.2)
+    for i in range(1, self.layers + 1):
+      stride = 2 if i < self.layers else 1
+      mult = min(2 ** i, 8)
+      x = _conv(self.filters * mult, 4, stride, pad, self.dtype, f"conv_{i}")(x)
+      x = nn.leaky_relu(instance_norm(x), 0.2)
+    x = _conv(1, 4, 1, pad, self.dtype, f"conv_{self.layers + 1}")(x)
+    return x.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleGAN:
+  """The four networks. Param tree keys: rgb_to_ir, ir_to_rgb, disc_ir, disc_rgb."""
+
+  rgb_to_ir: Generator
+  ir_to_rgb: Generator
+  disc_ir: PatchDiscriminator
+  disc_rgb: PatchDiscriminator
+
+  def init(self, rng: jax.Array, image_size: int) -> dict:
+    """Params for all four networks (traced on [1, S, S, C] dummies)."""
+    keys = jax.random.split(rng, 4)
+    rgb = jnp.zeros((1, image_size, image_size, RGB_CHANNELS))
+    ir = jnp.zeros((1, image_size, image_size, IR_CHANNELS))
+    return {"rgb_to_ir": self.rgb_to_ir.init(keys[0], rgb)["params"],
+            "ir_to_rgb": self.ir_to_rgb.init(keys[1], ir)["params"],
+            "disc_ir": self.disc_ir.init(keys[2], ir)["params"],
+            "disc_rgb": self.disc_rgb.init(keys[3], rgb)["params"]}
+
+
+def build(size: Size | str, dtype: Dtype = jnp.float32) -> CycleGAN:
+  """The four modules of a preset name (tiny|small|paper) or an explicit Size."""
+  if isinstance(size, str):
+    if size not in SIZES:
+      raise ValueError(f"unknown CycleGAN size {size!r}; choose one of {', '.join(SIZES)}")
+    size = SIZES[size]
+  gen = lambda out: Generator(out, size.gen_filters, size.gen_blocks, dtype)
+  disc = lambda: PatchDiscriminator(size.disc_filters, size.disc_layers, dtype)
+  return CycleGAN(gen(IR_CHANNELS), gen(RGB_CHANNELS), disc(), disc())
+
+
+def receptive_field(layers: int) -> int:
+  """Input patch side seen by one PatchDiscriminator logit (70 for layers=3)."""
+  rf = 1
+  # Walk back from the output: final conv (k4 s1), then layers at stride 1/2.
+  strides = [2] * layers + [1, 1]
+  for s in reversed(strides):
+    rf = (rf - 1) * s + 4
+  return rf

@@ -1,0 +1,61 @@
+"""CycleGAN modules: shapes, output range, full convolutionality, the published layout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fusionrs_jax.models import cyclegan
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  model = cyclegan.build("tiny")
+  return model, model.init(jax.random.PRNGKey(0), 32)
+
+
+def test_generators_map_between_channel_counts_in_tanh_range(tiny):
+  model, params = tiny
+  rgb = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  ir = model.rgb_to_ir.apply({"params": params["rgb_to_ir"]}, rgb)
+  back = model.ir_to_rgb.apply({"params": params["ir_to_rgb"]}, ir)
+  assert ir.shape == (2, 32, 32, 1) and back.shape == (2, 32, 32, 3)
+  assert float(jnp.abs(ir).max()) <= 1.0 and float(jnp.abs(back).max()) <= 1.0
+
+
+def test_generator_is_fully_convolutional_over_non_square_sizes(tiny):
+  model, params = tiny
+  rgb = jnp.zeros((1, 20, 44, 3))
+  assert model.rgb_to_ir.apply({"params": params["rgb_to_ir"]}, rgb).shape == (1, 20, 44, 1)
+  with pytest.raises(ValueError, match="divisible by 4"):
+    model.rgb_to_ir.apply({"params": params["rgb_to_ir"]}, jnp.zeros((1, 30, 32, 3)))
+
+
+def test_discriminator_outputs_one_score_per_patch(tiny):
+  model, params = tiny
+  out = model.disc_ir.apply({"params": params["disc_ir"]}, jnp.zeros((3, 32, 32, 1)))
+  # tiny: 2 stride-2 layers, then two k4 s1 p1 convs each shrink by 1.
+  assert out.shape == (3, 6, 6, 1)
+
+
+def test_paper_preset_matches_published_architecture():
+  model = cyclegan.build("paper")
+  params = jax.eval_shape(lambda r: model.init(r, 256), jax.random.PRNGKey(0))
+  gen = params["rgb_to_ir"]
+  assert len([k for k in gen if k.startswith("res_")]) == 9
+  assert gen["conv_in"]["kernel"].shape == (7, 7, 3, 64)
+  assert gen["down_1"]["kernel"].shape == (3, 3, 128, 256)
+  assert gen["conv_out"]["kernel"].shape == (7, 7, 64, 1)
+  disc = params["disc_ir"]
+  assert [disc[f"conv_{i}"]["kernel"].shape[-1] for i in range(5)] == [64, 128, 256, 512, 1]
+  assert cyclegan.receptive_field(3) == 70
+  out = jax.eval_shape(lambda p, x: model.disc_ir.apply({"params": p}, x), disc,
+                       jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32))
+  assert out.shape == (1, 30, 30, 1)  # the published 30x30 patch map at 256 px
+
+
+def test_instance_norm_normalises_each_sample_and_channel():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3)) * 5 + 2
+  y = np.asarray(cyclegan.instance_norm(x))
+  np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
+  np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-3)
