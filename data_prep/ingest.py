@@ -325,34 +325,38 @@ def ingest(items: Iterable[SourceItem | Record], out_dir: str, name: str,
 # CLI.
 # ----------------------------------------------------------------------------
 
-_SOURCE = flags.DEFINE_enum("source", None, ["karpathy", "nwpu", "folder", "coco_thermal"],
-                            "Layout of the input (see data_prep/sources.py).")
-_JSON = flags.DEFINE_list("json", None, "Caption/annotation file(s); coco_thermal takes one "
-                          "per split, comma-separated (split = file stem).")
-_IMAGES = flags.DEFINE_string("images", None, "Folder holding the images.")
-_OUT = flags.DEFINE_string("out", None, "Output folder for the shards.")
-_NAME = flags.DEFINE_string("name", None, "Dataset name: shard prefix and record id prefix.")
-_RECORDS_PER_SHARD = flags.DEFINE_integer("records_per_shard", 1000, "Records per shard.")
-_TFRECORD = flags.DEFINE_bool("tfrecord", False, "Also export TFRecord shards.")
-_RESUME = flags.DEFINE_bool("resume", False, "Continue an interrupted ingest in --out.")
-_MIN_SIZE = flags.DEFINE_integer("min_size", 32, "Reject images with a side below this (px).")
-_CHUNK = flags.DEFINE_integer("chunk_size", 256, "Items per resumable staging chunk.")
+
+def define_flags() -> None:
+  """CLI flags, defined only when run as a script so importing this module (e.g. from
+  data_prep.beam or a test beside other CLIs) never clashes on flag names."""
+  flags.DEFINE_enum("source", None, ["karpathy", "nwpu", "folder", "coco_thermal"],
+                    "Layout of the input (see data_prep/sources.py).")
+  flags.DEFINE_list("json", None, "Caption/annotation file(s); coco_thermal takes one per "
+                    "split, comma-separated (split = file stem).")
+  flags.DEFINE_string("images", None, "Folder holding the images.")
+  flags.DEFINE_string("out", None, "Output folder for the shards.")
+  flags.DEFINE_string("name", None, "Dataset name: shard prefix and record id prefix.")
+  flags.DEFINE_integer("records_per_shard", 1000, "Records per shard.")
+  flags.DEFINE_bool("tfrecord", False, "Also export TFRecord shards.")
+  flags.DEFINE_bool("resume", False, "Continue an interrupted ingest in --out.")
+  flags.DEFINE_integer("min_size", 32, "Reject images with a side below this (px).")
+  flags.DEFINE_integer("chunk_size", 256, "Items per resumable staging chunk.")
 
 
 def main(argv: list[str]) -> None:
   del argv
-  for flag in (_SOURCE, _JSON, _IMAGES, _OUT, _NAME):
-    if not flag.value:
-      raise app.UsageError(f"--{flag.name} is required")
-  if not os.path.isdir(_IMAGES.value):
-    raise app.UsageError(f"--images={_IMAGES.value} is not a folder")
-  items = sources.read_source(_SOURCE.value, _JSON.value, _IMAGES.value, _NAME.value)
-  source_args = {"source": _SOURCE.value, "json": [os.path.abspath(p) for p in _JSON.value],
-                 "images": os.path.abspath(_IMAGES.value)}
-  summary = ingest(items, _OUT.value, _NAME.value, IngestOptions(
-      records_per_shard=_RECORDS_PER_SHARD.value, min_size=_MIN_SIZE.value,
-      tfrecord=_TFRECORD.value, resume=_RESUME.value, chunk_size=_CHUNK.value,
-      source_args=source_args))
+  f = flags.FLAGS
+  for name in ("source", "json", "images", "out", "name"):
+    if not f[name].value:
+      raise app.UsageError(f"--{name} is required")
+  if not os.path.isdir(f.images):
+    raise app.UsageError(f"--images={f.images} is not a folder")
+  items = sources.read_source(f.source, f.json, f.images, f.name)
+  source_args = {"source": f.source, "json": [os.path.abspath(p) for p in f.json],
+                 "images": os.path.abspath(f.images)}
+  summary = ingest(items, f.out, f.name, IngestOptions(
+      records_per_shard=f.records_per_shard, min_size=f.min_size, tfrecord=f.tfrecord,
+      resume=f.resume, chunk_size=f.chunk_size, source_args=source_args))
   print(f"{summary['name']}: {summary['items']} items in {summary['seconds']} s")
   for split, n in sorted(summary["splits"].items()):
     print(f"  {split}: {n} records, {summary['captions'][split]} captions")
@@ -362,4 +366,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

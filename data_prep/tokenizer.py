@@ -86,23 +86,27 @@ def load_tokenizer(path: str):
   return processor
 
 
-_DATA = flags.DEFINE_multi_string("data", None, "Shard folder(s) whose train split to read.")
-_OUT = flags.DEFINE_string("out", None, "Output .model path.")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 1000, "Upper bound on the vocabulary size.")
-_MODEL_TYPE = flags.DEFINE_enum("model_type", "bpe", ["bpe", "unigram"],
-                                "SentencePiece algorithm (Gemma uses bpe).")
+def define_flags() -> None:
+  """CLI flags, defined only when run as a script (importers never clash on names)."""
+  flags.DEFINE_multi_string("data", None, "Shard folder(s) whose train split to read.")
+  flags.DEFINE_string("out", None, "Output .model path.")
+  flags.DEFINE_integer("vocab_size", 1000, "Upper bound on the vocabulary size.")
+  flags.DEFINE_enum("model_type", "bpe", ["bpe", "unigram"],
+                    "SentencePiece algorithm (Gemma uses bpe).")
 
 
 def main(argv: list[str]) -> None:
   del argv
-  if not _DATA.value or not _OUT.value:
+  f = flags.FLAGS
+  if not f.data or not f.out:
     raise app.UsageError("--data and --out are required")
-  texts = train_texts(_DATA.value)
-  logging.info("training on %d texts from %s", len(texts), _DATA.value)
-  path = train_tokenizer(texts, _OUT.value, _VOCAB_SIZE.value, _MODEL_TYPE.value)
+  texts = train_texts(f.data)
+  logging.info("training on %d texts from %s", len(texts), f.data)
+  path = train_tokenizer(texts, f.out, f.vocab_size, f.model_type)
   size = load_tokenizer(path).get_piece_size()
   print(f"wrote {path}: {size} pieces from {len(texts)} texts")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
