@@ -137,8 +137,10 @@ def _stage(items: Iterable[SourceItem | Record], work: str, chunks: list[dict],
   seen |= {r["id"] for c in chunks for r in c["rejects"] if "caption_index" not in r}
   done = sum(c["items"] for c in chunks)
   iterator = iter(items)
-  for _ in range(done):  # SourceItems are cheap: skipping them reads no image.
-    next(iterator)
+  for skipped in range(done):  # SourceItems are cheap: skipping them reads no image.
+    if next(iterator, None) is None:
+      raise ValueError(f"{work} has {done} items staged but the source now yields only "
+                       f"{skipped}; the input changed, so re-run without --resume")
   bar = tqdm(initial=done, unit="img", desc="ingest", disable=not progress)
   start, count = time.time(), 0
   while True:
@@ -311,7 +313,11 @@ def ingest(items: Iterable[SourceItem | Record], out_dir: str, name: str,
                       "items": sum(c["items"] for c in chunks), "rejects": reject_counts,
                       "dedup_moves": moves, "tfrecord_export": options.tfrecord}}
   info = records.write_info(out_dir, name, extra=extra)
-  tfds_export.write_tfds_metadata(out_dir, name, info)
+  if info["splits"]:
+    tfds_export.write_tfds_metadata(out_dir, name, info)
+  else:
+    logging.warning("every item of %s was rejected (see %s); no shards written", name,
+                    os.path.join(out_dir, REJECTS_FILE))
   shutil.rmtree(work)
   summary = {"out_dir": out_dir, "name": name, "items": extra["ingest"]["items"],
              "splits": {s: v["records"] for s, v in info["splits"].items()},

@@ -277,6 +277,22 @@ def test_full_hit_uav_ingest_gives_real_thermal_records(tmp_path, shared_data):
   assert first.meta["width"] == 320 and first.meta["height"] == 256
 
 
+def test_all_rejected_finishes_with_rejects_and_no_shards(tmp_path):
+  recs = _records(2)
+  for r in recs:
+    r.captions = [""]
+  summary = ingest(recs, str(tmp_path), "syn", _opts())
+  assert summary["splits"] == {} and summary["rejects"] == {"empty_caption": 2}
+  assert len(_rejects(tmp_path)) == 2
+
+
+def test_resume_over_a_shorter_source_is_refused(tmp_path):
+  with pytest.raises(RuntimeError):
+    ingest(_crash_after(_records(), 20), str(tmp_path), "syn", _opts())
+  with pytest.raises(ValueError, match="input changed"):
+    ingest(_records(5), str(tmp_path), "syn", _opts(resume=True))
+
+
 def test_check_item_reports_undecodable_record_bytes():
   record = Record(id="x/1", source="x", split="train", rgb=b"\xff\xd8garbage")
   kept, rejects = ingest_lib.check_item(record, min_size=32)
