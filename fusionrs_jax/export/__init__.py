@@ -1,0 +1,1 @@
+"""Weight conversion to and from PyTorch / transformers formats."""
