@@ -21,6 +21,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from absl import app, flags, logging
+from tensorflow_datasets.proto import tf_example_pb2
 from tqdm import tqdm
 
 from data_prep import sources, tfds_export
@@ -97,6 +98,16 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
   return record, rejects
 
 
+def canonical_encode(record: Record) -> bytes:
+  """records.encode with a fixed map order, so equal records give equal bytes in any process.
+
+  Protobuf serializes the Example's feature map in a per-process hash order; the
+  deterministic form makes re-runs and resumed runs byte-identical.
+  """
+  example = tf_example_pb2.Example.FromString(records.encode(record))
+  return example.SerializeToString(deterministic=True)
+
+
 def _chunk_paths(work: str, index: int) -> tuple[str, str]:
   stem = os.path.join(work, f"chunk-{index:05d}")
   return f"{stem}.array_record", f"{stem}.json"
@@ -155,7 +166,7 @@ def _stage(items: Iterable[SourceItem | Record], work: str, chunks: list[dict],
         image = record.rgb or record.ir
         summary["accepted"].append({"id": record.id, "split": record.split,
                                     "sha256": hashlib.sha256(image).hexdigest()})
-        payloads.append(records.encode(record))
+        payloads.append(canonical_encode(record))
     array_path, json_path = _chunk_paths(work, len(chunks))
     records.write_array_record(array_path, payloads)
     records.write_json_atomic(json_path, summary)
@@ -226,7 +237,7 @@ def _split_payloads(work: str, chunks: list[dict], final: list[str],
         record = records.decode(payload, where=f"{path}#{j}")
         record.meta["moved_from_split"] = record.split
         record.split = split
-        payload = records.encode(record)
+        payload = canonical_encode(record)
       yield payload
 
 
@@ -246,7 +257,8 @@ def _remove_stale_shards(out_dir: str, name: str, keep: set[str]) -> None:
   """Shards of this dataset name that the current run did not write (old counts/splits)."""
   for path in glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(name)}-*")):
     rest = os.path.basename(path)[len(name) + 1:]
-    if _SHARD_FILE.match(rest) and path not in keep:
+    # ".tmp-<pid>" files are half-written shards of a killed run.
+    if (_SHARD_FILE.match(rest) or ".tmp-" in rest) and path not in keep:
       logging.info("removing stale shard %s", path)
       os.remove(path)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from typing import Any, Sequence
-
-from tensorflow_datasets.proto import tf_example_pb2
 
 from fusionrs_jax import records
 
@@ -20,7 +19,11 @@ TFDS_VERSION = "1.0.0"
 
 
 def write_tfrecords(array_record_paths: Sequence[str]) -> list[str]:
-  """Copies each ArrayRecord shard to `...tfrecord-i-of-n` beside it; returns the paths."""
+  """Copies each ArrayRecord shard to `...tfrecord-i-of-n` beside it; returns the paths.
+
+  The Example bytes are copied as they are (not rebuilt from a dict by the tfrecord
+  writer), so both formats hold identical records and re-runs give identical files.
+  """
   from tfrecord.writer import TFRecordWriter
 
   out = []
@@ -30,7 +33,7 @@ def write_tfrecords(array_record_paths: Sequence[str]) -> list[str]:
     writer = TFRecordWriter(tmp)
     try:
       for payload in records.read_array_record(path):
-        writer.write(_example_datum(payload))
+        _write_serialized(writer, payload)
     finally:
       writer.close()
     os.replace(tmp, target)
@@ -38,19 +41,13 @@ def write_tfrecords(array_record_paths: Sequence[str]) -> list[str]:
   return out
 
 
-def _example_datum(payload: bytes) -> dict[str, tuple[list[Any], str]]:
-  """A serialized tf.train.Example as the tfrecord writer's {key: (values, dtype)} form."""
-  example = tf_example_pb2.Example.FromString(payload)
-  datum = {}
-  for key in sorted(example.features.feature):
-    feature = example.features.feature[key]
-    if feature.HasField("int64_list"):
-      datum[key] = (list(feature.int64_list.value), "int")
-    elif feature.HasField("float_list"):
-      datum[key] = (list(feature.float_list.value), "float")
-    else:
-      datum[key] = (list(feature.bytes_list.value), "byte")
-  return datum
+def _write_serialized(writer, payload: bytes) -> None:
+  """TFRecord framing (length, masked crc32c, data, masked crc32c) of `payload`."""
+  length = struct.pack("<Q", len(payload))
+  writer.file.write(length)
+  writer.file.write(writer.masked_crc(length))
+  writer.file.write(payload)
+  writer.file.write(writer.masked_crc(payload))
 
 
 def tfds_features():

@@ -119,6 +119,31 @@ def test_rerun_is_idempotent_and_drops_stale_shards(tmp_path):
   assert _tree_bytes(tmp_path) == first
 
 
+def test_cli_runs_in_separate_processes_write_identical_bytes(tmp_path):
+  # Protobuf map order varies per process, so only a cross-process run proves this.
+  images = tmp_path / "images"
+  images.mkdir()
+  rows = []
+  for i in range(6):
+    (images / f"{i}.png").write_bytes(_png(i))
+    rows.append(json.dumps({"image": f"{i}.png", "caption": f"scene {i}",
+                            "split": "train" if i < 4 else "val"}))
+  rows.append(json.dumps({"image": "gone.png", "caption": "missing"}))
+  (tmp_path / "caps.jsonl").write_text("\n".join(rows) + "\n")
+  trees = []
+  for out in ("a", "b"):
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep.ingest", "--source=folder",
+         f"--json={tmp_path / 'caps.jsonl'}", f"--images={images}",
+         f"--out={tmp_path / out}", "--name=my", "--tfrecord", "--records_per_shard=3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trees.append(_tree_bytes(tmp_path / out))
+  assert trees[0] == trees[1]
+  assert "my-train.tfrecord-00001-of-00002" in trees[0]
+  assert [r["reason"] for r in _rejects(tmp_path / "a")] == ["missing_file"]
+
+
 def _crash_after(items, n):
   for i, item in enumerate(items):
     if i == n:
