@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import json
 import os
 import random
@@ -17,11 +18,15 @@ import time
 from absl import app, flags
 
 from data_prep import ir_filter, ir_lexicon, ir_llm, ir_stats, ir_templates
-from data_prep.ir_instructions import make_instructions  # noqa: F401  (public API)
+from data_prep.ir_instructions import make_instructions
 from fusionrs_jax import records
+
+__all__ = ["annotate_folder", "annotate_record", "describe_ir", "make_instructions",
+           "ngram_counts"]
 
 # How many template candidates are drawn per wanted caption before the filter thins them.
 CANDIDATES_PER_CAPTION = 3
+EXTRA_ROUNDS = 2
 
 
 def _grounding(scene_captions, objects) -> tuple[dict[str, str], dict[str, str], dict]:
@@ -54,14 +59,27 @@ def describe_ir(ir, scene_captions, objects=None, seed=0, num_captions: int = 4,
   present, box_names, counts = _grounding(scene_captions, objects)
   facts = ir_templates.measured_facts(stats, box_names)
   nouns = sorted(set(present.values()))
-  candidates = ir_templates.template_candidates(
-      facts, nouns, seed, CANDIDATES_PER_CAPTION * num_captions)
-  if rewriter is not None:
-    candidates = _rewritten(rewriter, facts, nouns, scene_captions, num_captions, seed,
-                            report) + candidates
-  accepted = []
+  accepted: list[tuple[str, dict]] = []
   seen: set[str] = set()
+  if rewriter is not None:
+    _accept(_rewritten(rewriter, facts, nouns, scene_captions, num_captions, seed, report),
+            present, counts, seen, accepted, num_captions, report)
+  # Fresh template pools until enough captions pass (a pool rarely falls short).
+  for round_ in range(EXTRA_ROUNDS + 1):
+    if len(accepted) >= num_captions:
+      break
+    pool = ir_templates.template_candidates(
+        facts, nouns, seed if round_ == 0 else f"{seed}:{round_}",
+        CANDIDATES_PER_CAPTION * num_captions)
+    _accept(pool, present, counts, seen, accepted, num_captions, report)
+  return accepted
+
+
+def _accept(candidates, present, counts, seen, accepted, num_captions, report) -> None:
+  """Appends filtered candidates to `accepted` until it holds num_captions."""
   for text, prov in candidates:
+    if len(accepted) >= num_captions:
+      return
     regions = {v for v in prov["measurements"].values() if v in ir_stats.REGION_NAMES}
     reasons = ir_filter.check_caption(text, present, counts, regions, seen)
     if report is not None:
@@ -69,9 +87,6 @@ def describe_ir(ir, scene_captions, objects=None, seed=0, num_captions: int = 4,
     if not reasons:
       accepted.append((text, prov))
       seen.add(ir_filter.normalize(text))
-      if len(accepted) == num_captions:
-        break
-  return accepted
 
 
 def _rewritten(rewriter, facts, nouns, scene_captions, n, seed, report):
@@ -132,8 +147,8 @@ def ngram_counts(texts, max_n: int = 3) -> dict[str, int]:
   grams = {n: set() for n in range(1, max_n + 1)}
   for text in texts:
     tokens = ir_lexicon.tokenize(text)
-    for n in grams:
-      grams[n].update(zip(*(tokens[i:] for i in range(n))))
+    for n, seen in grams.items():
+      seen.update(zip(*(tokens[i:] for i in range(n))))
   return {f"{n}-grams": len(g) for n, g in grams.items()}
 
 
@@ -192,12 +207,20 @@ def annotate_shard(in_path: str, out_path: str, num_captions: int, min_captions:
   return summary
 
 
+def _remove_stale(out_dir: str, split: str, keep: set[str]) -> None:
+  """Drops output shards (and markers) of `split` the input no longer has (re-sharding)."""
+  for path in glob.glob(os.path.join(out_dir, f"*-{split}.array_record-*")):
+    if os.path.basename(path).removesuffix(_DONE_SUFFIX) not in keep:
+      os.remove(path)
+
+
 def annotate_folder(in_dir: str, out_dir: str, splits, num_captions: int = 4,
                     min_captions: int = 2, rewriter=None, resume: bool = False) -> dict:
   """Annotates every shard of `splits`; returns the JSON report the CLI prints."""
   os.makedirs(out_dir, exist_ok=True)
   report = ir_filter.FilterReport()
-  per_split, name, seconds, done_captions = {}, None, 0.0, 0
+  per_split, name, seconds = {}, None, 0.0
+  fresh = collections.Counter()
   baseline: set[str] = set()
   for split in splits:
     try:
@@ -205,6 +228,7 @@ def annotate_folder(in_dir: str, out_dir: str, splits, num_captions: int = 4,
     except FileNotFoundError:
       continue
     totals = collections.Counter()
+    _remove_stale(out_dir, split, {os.path.basename(p) for p in shards})
     for path in shards:
       name = _dataset_name(path, split)
       out_path = os.path.join(out_dir, os.path.basename(path))
@@ -216,7 +240,7 @@ def annotate_folder(in_dir: str, out_dir: str, splits, num_captions: int = 4,
       else:
         summary = annotate_shard(path, out_path, num_captions, min_captions, rewriter)
         seconds += summary["seconds"]
-        done_captions += summary["filter"]["generated"]
+        fresh.update(records=summary["records"], captions=summary["ir_captions"])
       totals.update({k: summary[k] for k in ("records", "with_ir", "ir_captions",
                                              "without_ir_passed_through",
                                              "below_min_captions")})
@@ -230,7 +254,8 @@ def annotate_folder(in_dir: str, out_dir: str, splits, num_captions: int = 4,
               for r in records.read_records(records.list_shards(out_dir, s))
               for t in r.ir_captions]
   result = {"splits": per_split, "filter": report.to_dict(),
-            "candidates_per_second": round(done_captions / seconds, 1) if seconds else None,
+            "throughput": {k + "_per_second": round(v / seconds, 1) if seconds else None
+                           for k, v in fresh.items()},
             "vocabulary": {"ir_captions": ngram_counts(ir_texts),
                            "single_template_baseline": ngram_counts(baseline)},
             "backend": rewriter.name if rewriter else ir_templates.ENGINE}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from data_prep import ir_lexicon
 from data_prep.ir_stats import REGION_NAMES

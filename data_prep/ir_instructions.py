@@ -102,8 +102,8 @@ def _compare(rng, record, stats: dict) -> dict | None:
   level = ir_stats.level_word(stats["mean"])
   scene = _clean(record.captions[0]).rstrip(".")
   parts = [f"Both views show the same scene: {scene[:1].lower() + scene[1:]}.",
-           f"The infrared view replaces color with grayscale intensity; it is {level} "
-           f"overall with {ir_stats.contrast_word(stats['std'])} contrast"]
+           (f"The infrared view replaces color with grayscale intensity; it is {level} "
+            f"overall with {ir_stats.contrast_word(stats['std'])} contrast")]
   if stats["brightest_region"]:
     parts[-1] += f", brightest in the {stats['brightest_region']}"
   return _ask(rng, "compare_views", " ".join(parts) + ".")

@@ -7,7 +7,7 @@ the record's annotated boxes), so this one table decides what "mentioned" means.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 # class -> singular surface forms (plurals are generated). Multi-word forms win over their
 # parts ("baseball field" is a sports field, not farmland; "parking lot" is not a lot).
@@ -67,8 +67,9 @@ RELATED = {
     "building": {"pool", "tank"}, "tank": {"building"}, "railway": {"bridge"},
 }
 
-_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve "
-                 "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty").split()
+_NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                 "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen",
+                 "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 NUMBER_VALUE = {w: i for i, w in enumerate(_NUMBER_WORDS)}
 NUMBER_VALUE["single"] = 1
 # Words that end a noun phrase: a number before them does not count the next noun.

@@ -73,7 +73,7 @@ def _blobs(img: np.ndarray, bright: bool) -> dict:
   sizes = np.bincount(labels.ravel())[1:] if n else np.zeros(0, int)
   min_px = max(4, int(BLOB_MIN_FRACTION * img.size))
   keep = np.flatnonzero(sizes >= min_px) + 1
-  out = {"count": int(len(keep)), "threshold": round(threshold, 1),
+  out = {"count": len(keep), "threshold": round(threshold, 1),
          "largest_fraction": 0.0, "largest_region": None}
   if len(keep):
     big = int(keep[np.argmax(sizes[keep - 1])])

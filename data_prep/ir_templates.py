@@ -73,8 +73,7 @@ _EDGES = {
 _FLAT = {
     "large_anywhere": ["smooth, low-texture areas cover about {pct:.0f}% of the image",
                        "large uniform areas with little texture fill much of the frame"],
-    "large": ["smooth, low-texture areas cover about {pct:.0f}% of the image, most of all "
-              "in the {r}",
+    "large": ["smooth, low-texture areas cover about {pct:.0f}% of the image, mostly in the {r}",
               "large uniform areas with little texture appear, especially in the {r}"],
     "small": ["almost every part of the image shows fine texture",
               "the surface is textured throughout, with few uniform areas"],
@@ -176,7 +175,7 @@ def compose(rng: random.Random, clauses: list[str], scene: str | None) -> str:
     patterns.append(lambda o: f"{_cap(c[0])}; {c[1]}"
                     + (f", and {c[2]}" if len(c) > 2 else "") + f" ({o[0].lower()}{o[1:]}).")
   if len(c) == 1:
-    patterns.append(lambda o: f"{_cap(c[0])} {o[0].lower()}{o[1:]}.")
+    patterns.append(lambda o: f"{o}: {c[0]}.")
   if scene:
     patterns.append(lambda o: f"The infrared image shows the {scene}: "
                     + ", and ".join(c) + ".")

@@ -296,6 +296,7 @@ def test_http_backend_failure_falls_back_to_templates():
   assert report.rejected["model_failure"] == 1 and len(stub.requests) == 2
 
 
+@pytest.mark.slow
 def test_local_tiny_model_backend_runs_offline(tmp_path):
   transformers = pytest.importorskip("transformers")
   tokenizers = pytest.importorskip("tokenizers")
@@ -360,3 +361,12 @@ def test_cli_round_trips_shards_and_resumes(tmp_path):
   assert again["splits"]["train"]["shards_resumed"] == 2
   assert again["filter"] == report["filter"] and again["vocabulary"] == vocab
   assert before == {p: os.path.getmtime(p) for p in records.list_shards(dst, "train")}
+
+  # Re-sharded input: stale output shards go, the rest is annotated again.
+  records.write_split(list(records.read_records(records.list_shards(src, "train"))), src,
+                      "tiny", "train", records_per_shard=10)
+  again = ir_captions.annotate_folder(src, dst, ["train"], resume=True)
+  assert again["splits"]["train"]["shards"] == 1 and "shards_resumed" not in again["splits"][
+      "train"]
+  assert len(records.list_shards(dst, "train")) == 1
+  assert records.read_info(dst)["splits"]["train"]["ir_captions"] == 20
