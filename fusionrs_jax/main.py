@@ -73,14 +73,14 @@ def entry():
   """Console-script entry; config/flag errors (missing file, malformed or misspelt
   override, failing get_config) are one line, not a traceback."""
   try:
-    flags.FLAGS(sys.argv)
+    remaining = flags.FLAGS(sys.argv)
     # config_flags defers errors of loading the file until first access.
     _CONFIG.value.get("trainer")
   except Exception as e:  # noqa: BLE001 -- every config error is a user error here.
     prefix = "config override names no such field: " if isinstance(e, AttributeError) else ""
     print(f"error: {prefix}{_one_line(e)}", file=sys.stderr)
     sys.exit(2)
-  app.run(main, argv=sys.argv)
+  app.run(main, argv=sys.argv, flags_parser=lambda _: remaining)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,23 @@ def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       grid[y:y + h, x:x + w] = col[i]
   return grid
+
+
+def bar_chart(values: Mapping[str, float], title: str = "", vmax: float = 100.0,
+              width: int = 480, bar_height: int = 22) -> np.ndarray:
+  """Horizontal bar chart of named values (e.g. R@5 per direction) as uint8 [H, W, 3]."""
+  from PIL import ImageDraw
+
+  rows = list(values.items())
+  height = 30 + bar_height * len(rows) + 10
+  img = Image.new("RGB", (width, height), "white")
+  draw = ImageDraw.Draw(img)
+  draw.text((8, 8), title, fill="black")
+  label_w, right = 110, width - 60
+  for i, (name, value) in enumerate(rows):
+    y = 30 + i * bar_height
+    draw.text((8, y + 4), name, fill="black")
+    length = int((right - label_w) * max(0.0, min(value, vmax)) / vmax)
+    draw.rectangle([label_w, y + 3, label_w + length, y + bar_height - 3], fill=(60, 110, 180))
+    draw.text((label_w + length + 4, y + 4), f"{value:.1f}", fill="black")
+  return np.asarray(img)

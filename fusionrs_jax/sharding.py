@@ -3,6 +3,7 @@ table every model annotation goes through, and placement of host-local batches."
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping, Sequence
 
@@ -135,9 +136,9 @@ def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   return out
 
 
-def with_rules(fn):
-  """Runs `fn` with the logical-axis rules active (for nn.with_logical_constraint)."""
-  def wrapped(*args, **kwargs):
-    with nn.logical_axis_rules(LOGICAL_RULES):
-      return fn(*args, **kwargs)
-  return wrapped
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: Sequence[tuple[str, Any]] | None = LOGICAL_RULES):
+  """Mesh + logical rules in scope, so activation annotations in models
+  (nn.with_logical_constraint) become sharding constraints when traced here."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules or ()):
+    yield mesh

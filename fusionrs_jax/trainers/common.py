@@ -117,8 +117,7 @@ def build_demo_dataset(data_dir: str, data_config) -> None:
                                 num_test=data_config.demo_num_test,
                                 image_size=data_config.demo_image_size,
                                 seed=data_config.demo_seed)
-    ir_captions.annotate_dataset(raw, data_dir)
-    _train_tokenizer(data_dir, _default_tok(data_dir), data_config.vocab_size)
+    ir_captions.annotate_folder(raw, data_dir, splits=("train", "val", "test"), resume=True)
   _sync("demo_world")
 
 
@@ -126,7 +125,7 @@ def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
   from data_prep import tokenizer
 
   if jax.process_index() == 0:
-    tokenizer.train_from_dataset([data_dir], path, vocab_size=vocab_size)
+    tokenizer.train_tokenizer(tokenizer.train_texts([data_dir]), path, vocab_size=vocab_size)
   _sync("tokenizer")
 
 
@@ -165,12 +164,11 @@ def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransf
   """
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
-    abstract = jax.eval_shape(init_params, init_rng)
+  # No rules in scope here: the boxes only carry names; out_shardings place the params.
+  abstract = jax.eval_shape(init_params, init_rng)
   param_sh = sharding.param_shardings(abstract, mesh)
   unboxed = lambda r: nn.unbox(init_params(r))
-  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
-    params = jax.jit(unboxed, out_shardings=param_sh)(init_rng)
+  params = jax.jit(unboxed, out_shardings=param_sh)(init_rng)
   # Optimizer moments follow their params' shardings through jit propagation.
   opt_state = jax.jit(tx.init)(params)
   repl = sharding.replicated(mesh)

@@ -1,0 +1,209 @@
+"""Six-direction RGB/IR/text retrieval (R@1/5/10 and mR) and zero-shot scene
+classification, shared by the SigLIP trainer and the standalone CLI:
+
+  python -m fusionrs_jax.evaluators.retrieval --workdir=workdirs/siglip_ir [--split=test]
+
+Positives: every caption of the same image, plus any caption whose normalized text equals
+one of them; RGB<->IR positives are the same sample id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+
+from fusionrs_jax import input_pipeline, records
+
+DIRECTIONS = ("rgb2text", "text2rgb", "ir2text", "text2ir", "rgb2ir", "ir2rgb")
+# Against the IR-aware captions, reported when the split has them.
+IR_CAPTION_DIRECTIONS = ("ir2irtext", "irtext2ir")
+
+
+def normalize_caption(text: str) -> str:
+  return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def recall_at_k(scores: np.ndarray, positives: np.ndarray, ks: Sequence[int]) -> dict:
+  """scores, positives: [Q, G] -> {k: % of queries with a positive in their top k}.
+
+  Ties are broken against the query (a positive tied with a negative does not count
+  unless it ranks first in a stable sort by descending score).
+  """
+  order = np.argsort(-scores, axis=1, kind="stable")
+  hits = np.take_along_axis(positives, order, axis=1)
+  first = np.where(hits.any(1), hits.argmax(1), scores.shape[1])  # rank of first positive
+  return {k: float(100.0 * np.mean(first < k)) for k in ks}
+
+
+def caption_positives(image_caption_ids: list[list[int]], texts: list[str]) -> np.ndarray:
+  """[I, T] bool: caption t is a positive of image i (its own, or the same normalized text)."""
+  norm = [normalize_caption(t) for t in texts]
+  by_text: dict[str, set[int]] = {}
+  for i, ids in enumerate(image_caption_ids):
+    for t in ids:
+      by_text.setdefault(norm[t], set()).add(i)
+  pos = np.zeros((len(image_caption_ids), len(texts)), bool)
+  for t, n in enumerate(norm):
+    pos[sorted(by_text[n]), t] = True
+  return pos
+
+
+def retrieval_table(emb: dict[str, np.ndarray], pos_text: np.ndarray,
+                    pos_irtext: np.ndarray | None, ks: Sequence[int]) -> dict[str, float]:
+  """Embeddings {rgb [I,D], ir [I,D], text [T,D], ir_text [T',D]} -> flat metrics dict."""
+  out = {}
+  pairs = {"rgb2text": ("rgb", "text", pos_text), "ir2text": ("ir", "text", pos_text),
+           "rgb2ir": ("rgb", "ir", np.eye(len(emb["rgb"]), dtype=bool))}
+  if pos_irtext is not None:
+    pairs["ir2irtext"] = ("ir", "ir_text", pos_irtext)
+  for name, (a, b, pos) in pairs.items():
+    sims = emb[a] @ emb[b].T
+    back = name.split("2")[1] + "2" + name.split("2")[0]
+    for k, v in recall_at_k(sims, pos, ks).items():
+      out[f"{name}/R@{k}"] = v
+    for k, v in recall_at_k(sims.T, pos.T, ks).items():
+      out[f"{back}/R@{k}"] = v
+  out["mR"] = float(np.mean([out[f"{d}/R@{k}"] for d in DIRECTIONS for k in ks]))
+  if pos_irtext is not None:
+    out["mR_irtext"] = float(np.mean([out[f"{d}/R@{k}"]
+                                      for d in IR_CAPTION_DIRECTIONS for k in ks]))
+  return out
+
+
+_UCM_NAMES = {"baseballdiamond": "baseball diamond", "denseresidential": "dense residential area",
+              "golfcourse": "golf course", "mediumresidential": "medium residential area",
+              "mobilehomepark": "mobile home park", "parkinglot": "parking lot",
+              "sparseresidential": "sparse residential area", "storagetanks": "storage tanks",
+              "tenniscourt": "tennis court"}
+
+
+def class_phrase(label: str) -> str:
+  """Dataset label -> words for a prompt ('denseresidential' -> 'dense residential area')."""
+  return _UCM_NAMES.get(label, label.replace("_", " ").replace("-", " "))
+
+
+class RetrievalEvaluator:
+  """Embeds one split with given embedding functions and scores retrieval + zero-shot.
+
+  `embed_images(params, images [N,S,S,C], modality) -> [N,D]` and
+  `embed_texts(params, tokens [N,L]) -> [N,D]` are jitted by the caller's model code.
+  """
+
+  def __init__(self, data_dir: str, split: str, *, image_size: int, tokenizer_path: str,
+               text_len: int, batch_size: int, embed_images: Callable, embed_texts: Callable,
+               ks: Sequence[int] = (1, 5, 10), rgb_prompt: str = "an aerial image of a {}",
+               ir_prompt: str = "an infrared aerial image of a {}"):
+    self.ks, self.batch_size = tuple(ks), batch_size
+    self._embed_images, self._embed_texts = embed_images, embed_texts
+    self.tokenizer = input_pipeline.Tokenizer(tokenizer_path)
+    self.text_len = text_len
+    self._load(data_dir, split, image_size)
+    self._prompts = (rgb_prompt, ir_prompt)
+
+  def _load(self, data_dir: str, split: str, image_size: int) -> None:
+    pre = input_pipeline.Preprocess(image_size=image_size, tokenizer=self.tokenizer,
+                                    text_len=self.text_len, caption_fields=(),
+                                    missing_modality="error", where=f"{data_dir}:{split}")
+    paths = records.list_shards(data_dir, split)
+    rgb, ir, self.captions, self.ir_captions, self.labels = [], [], [], [], []
+    self.caption_ids, self.ir_caption_ids = [], []
+    for i, data in enumerate(d for p in paths for d in records.read_array_record(p)):
+      rec = records.decode(data, where=f"{data_dir}:{split} record #{i}")
+      ex = pre((i, data), None)
+      rgb.append(ex["rgb"])
+      ir.append(ex["ir"])
+      self.caption_ids.append(list(range(len(self.captions),
+                                         len(self.captions) + len(rec.captions))))
+      self.captions.extend(rec.captions)
+      self.ir_caption_ids.append(list(range(len(self.ir_captions),
+                                            len(self.ir_captions) + len(rec.ir_captions))))
+      self.ir_captions.extend(rec.ir_captions)
+      self.labels.append(rec.label)
+    self.rgb, self.ir = np.stack(rgb), np.stack(ir)
+    self.pos_text = caption_positives(self.caption_ids, self.captions)
+    has_ir_caps = all(self.ir_caption_ids) and self.ir_captions
+    self.pos_irtext = (caption_positives(self.ir_caption_ids, self.ir_captions)
+                       if has_ir_caps else None)
+    logging.info("retrieval eval: %d images, %d captions, %d IR captions from %s:%s",
+                 len(self.rgb), len(self.captions), len(self.ir_captions), data_dir, split)
+
+  def _batched(self, fn: Callable, x: np.ndarray) -> np.ndarray:
+    """Applies fn over fixed-size batches (padding the last) so it compiles once."""
+    out, b = [], self.batch_size
+    for start in range(0, len(x), b):
+      chunk = x[start:start + b]
+      pad = b - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+      out.append(np.asarray(jax.device_get(fn(chunk)))[:b - pad])
+    return np.concatenate(out).astype(np.float32)
+
+  def _texts(self, params, texts: list[str]) -> np.ndarray:
+    tokens = self.tokenizer.encode(texts, self.text_len)
+    return self._batched(lambda t: self._embed_texts(params, t), tokens)
+
+  def run(self, params) -> dict[str, float]:
+    """Six retrieval directions (+ IR-aware caption directions, + zero-shot accuracy)."""
+    emb = {m: self._batched(lambda x, m=m: self._embed_images(params, x, m), getattr(self, m))
+           for m in ("rgb", "ir")}
+    emb["text"] = self._texts(params, self.captions)
+    if self.pos_irtext is not None:
+      emb["ir_text"] = self._texts(params, self.ir_captions)
+    out = retrieval_table(emb, self.pos_text, self.pos_irtext, self.ks)
+    classes = sorted(set(self.labels) - {""})
+    if len(classes) > 1 and all(self.labels):
+      target = np.array([classes.index(c) for c in self.labels])
+      for modality, prompt in zip(("rgb", "ir"), self._prompts):
+        ztxt = self._texts(params, [prompt.format(class_phrase(c)) for c in classes])
+        pred = np.argmax(emb[modality] @ ztxt.T, axis=1)
+        out[f"zeroshot_{modality}/acc"] = float(100.0 * np.mean(pred == target))
+    return out
+
+
+def format_table(metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)) -> str:
+  """Plain-text table: one row per direction, R@k columns, then mR."""
+  dirs = [d for d in DIRECTIONS + IR_CAPTION_DIRECTIONS if f"{d}/R@{ks[0]}" in metrics]
+  lines = [f"{'direction':<12}" + "".join(f"{'R@' + str(k):>8}" for k in ks)]
+  for d in dirs:
+    lines.append(f"{d:<12}" + "".join(f"{metrics[f'{d}/R@{k}']:8.1f}" for k in ks))
+  lines.append(f"{'mR (6 dirs)':<12}{metrics['mR']:8.1f}")
+  for key in sorted(k for k in metrics if k.startswith("zeroshot")):
+    lines.append(f"{key:<18}{metrics[key]:6.1f}")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import flags
+
+  from fusionrs_jax.trainers import siglip
+
+  del argv
+  f = flags.FLAGS
+  result = siglip.evaluate_workdir(f.workdir, split=f.split, data_dir=f.data, step=f.step)
+  print(format_table(result))
+  print(json.dumps(result, indent=1, sort_keys=True))
+  if f.out:
+    records.write_json_atomic(f.out, result)
+
+
+def _define_flags() -> None:
+  from absl import flags
+
+  flags.DEFINE_string("workdir", None, "Run folder of a SigLIP training run "
+                      "(config.json + checkpoints/).", required=True)
+  flags.DEFINE_string("data", None, "Dataset folder (default: the run's config.data.dir).")
+  flags.DEFINE_string("split", "test", "Split to evaluate.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+  flags.DEFINE_string("out", None, "Also write the metrics JSON here.")
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  _define_flags()
+  app.run(main)

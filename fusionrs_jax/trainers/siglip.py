@@ -1,0 +1,200 @@
+"""SigLIP RGB-IR-text trainer: sharded sigmoid-contrastive training with periodic
+six-direction retrieval evaluation, checkpoints and resume."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from fusionrs_jax import input_pipeline, losses, metrics, sharding
+from fusionrs_jax.evaluators import retrieval
+from fusionrs_jax.models import siglip as siglip_model
+from fusionrs_jax.trainers import common
+
+
+def build_model(config) -> siglip_model.SigLIP:
+  hp = siglip_model.siglip_preset(config.model.preset)
+  for key in ("image_size", "text_len"):
+    if config.model.get(key):
+      hp[key] = config.model[key]
+  hp["vocab_size"] = config.data.vocab_size
+  return siglip_model.SigLIP(
+      **hp, ir_tower=config.model.ir_tower, ir_channels=config.model.ir_channels,
+      remat=config.model.remat, dtype=jnp.dtype(config.model.dtype))
+
+
+def _pair_loss(config, mesh):
+  impl = config.loss.impl
+  if impl == "chunked":
+    return functools.partial(losses.chunked_sigmoid_loss, mesh=mesh,
+                             axis_names=("data", "fsdp"))
+  if impl == "reference":
+    return losses.sigmoid_loss
+  if impl == "softmax":
+    return lambda zi, zt, t, b: losses.softmax_contrastive_loss(zi, zt, t)
+  raise common.UserError(f"config.loss.impl must be chunked|reference|softmax, got {impl!r}")
+
+
+def make_train_step(model, tx, config, mesh):
+  """(state, batch) -> (state, metrics); batch keys from the input pipeline."""
+  weights = dict(config.loss.weights)
+  pair_loss = _pair_loss(config, mesh)
+
+  def loss_fn(params, batch):
+    inputs = {"rgb": batch.get("rgb"), "ir": batch.get("ir"), "text": batch.get("tokens"),
+              "ir_text": batch.get("ir_tokens")}
+    emb = model.apply(params, **inputs)
+    total, per_pair = losses.multi_pair_loss(emb, weights, emb["t"], emb["b"], pair_loss)
+    return total, {**{f"loss/{k}": v for k, v in per_pair.items()}, "t": emb["t"], "b": emb["b"]}
+
+  def train_step(state, batch):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+
+  return train_step
+
+
+def make_embed_fns(model, mesh):
+  """Jitted (params, images, modality) and (params, tokens) embedders for evaluation."""
+  @functools.partial(jax.jit, static_argnums=2)
+  def embed_images(params, images, modality):
+    return model.apply(params, images, modality, method=model.embed_image)
+
+  @jax.jit
+  def embed_texts(params, tokens):
+    return model.apply(params, tokens, method=model.embed_text)
+
+  def place(x):
+    return jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
+
+  return (lambda p, x, m: embed_images(p, place(x), m),
+          lambda p, t: embed_texts(p, place(t)))
+
+
+def make_evaluator(config, model, mesh, data_dir: str, split: str):
+  embed_images, embed_texts = make_embed_fns(model, mesh)
+  eval_batch = config.eval.batch_size
+  shards = sharding.num_batch_shards(mesh)
+  eval_batch = -(-eval_batch // shards) * shards
+  return retrieval.RetrievalEvaluator(
+      data_dir, split, image_size=model.image_size,
+      tokenizer_path=common.tokenizer_path(config.data), text_len=model.text_len,
+      batch_size=eval_batch, embed_images=embed_images, embed_texts=embed_texts,
+      ks=config.eval.ks, rgb_prompt=config.eval.rgb_prompt, ir_prompt=config.eval.ir_prompt)
+
+
+def _init_params(config, model):
+  return lambda rng: model.init(rng, **siglip_model.dummy_inputs(model))
+
+
+def _maybe_init_from(config, model, state, shardings):
+  src = config.init_from
+  if not src:
+    return state
+  if os.path.exists(os.path.join(src, "config.json")) and os.path.exists(
+      os.path.join(src, "model.safetensors")):
+    from fusionrs_jax.export import hf_siglip
+
+    loaded = hf_siglip.load_hf_siglip(src, state["params"])
+  else:
+    loaded = common.init_params_from_checkpoint(src, state["params"], shardings["params"])
+  params = jax.tree.map(lambda x, s: jax.device_put(x, s), loaded, shardings["params"])
+  logging.info("initialised params from %s", src)
+  return {**state, "params": params}
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  # ---------------------------------------------------------------- setup
+  run = common.setup_run(config, workdir)
+  data_dir = common.prepare_dataset(config.data)
+  model = build_model(config)
+  tx = common.make_optimizer(config.optim, config.total_steps)
+  state, shardings = common.init_state(_init_params(config, model), tx, config.seed, run.mesh)
+  loader = input_pipeline.make_train_loader(
+      data_dir, config.data.train_split, batch_size=common.local_batch_size(config),
+      image_size=model.image_size, seed=config.seed,
+      tokenizer_path=common.tokenizer_path(config.data), text_len=model.text_len,
+      modalities=tuple(config.data.modalities),
+      caption_fields=tuple(config.data.caption_fields), augment=config.data.augment,
+      missing_modality=config.data.missing_modality, worker_count=config.data.worker_count)
+  data_iter = iter(loader)
+  state, step = common.restore_or_init(run, state, shardings, data_iter)
+  if step == 0:
+    state = _maybe_init_from(config, model, state, shardings)
+  evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
+
+  train_step = jax.jit(make_train_step(model, tx, config, run.mesh),
+                       in_shardings=(shardings, None), out_shardings=(shardings, None),
+                       donate_argnums=0)
+  progress = metrics.Progress(config.total_steps, start=step)
+  result: dict[str, Any] = {}
+
+  # ---------------------------------------------------------------- loop
+  with sharding.activate(run.mesh, rules=None):
+    while step < config.total_steps:
+      batch = sharding.place_batch(next(data_iter), run.mesh)
+      state, train_metrics = train_step(state, batch)
+      step += 1
+      if step % config.log_every == 0 or step == config.total_steps:
+        scalars = jax.device_get(train_metrics)
+        common.check_finite(float(scalars["loss"]), step, run)
+        scalars["examples_per_sec"] = progress.rate(step) * config.batch_size
+        run.writer.write_scalars(step, scalars)
+        progress.update(step, f"loss {float(scalars['loss']):.4f}")
+      if step % config.eval_every == 0 or step == config.total_steps:
+        result = _evaluate(run, evaluator, state["params"], step)
+      run.ckpt.save(step, state, data_iter, force=step == config.total_steps)
+
+  # ---------------------------------------------------------------- finish
+  run.ckpt.close()
+  run.writer.close()
+  if result:
+    print(retrieval.format_table(result, tuple(config.eval.ks)), flush=True)
+  return result
+
+
+def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]:
+  result = evaluator.run(params)
+  run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+  directions = [d for d in retrieval.DIRECTIONS if f"{d}/R@1" in result]
+  plot = metrics.bar_chart({d: result[f"{d}/R@5"] for d in directions},
+                           title=f"R@5 at step {step}")
+  run.writer.write_image(step, "retrieval_R5", plot)
+  if jax.process_index() == 0:
+    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
+      f.write(json.dumps({"step": step, **result}) + "\n")
+  logging.info("eval step %d: mR %.2f", step, result["mR"])
+  return result
+
+
+def evaluate_workdir(workdir: str, split: str = "test", data_dir: str | None = None,
+                     step: int | None = None) -> dict[str, float]:
+  """Standalone evaluation of a finished/ongoing run folder (used by the CLI)."""
+  from fusionrs_jax import checkpoint
+
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if data_dir:
+    config.data.dir = data_dir
+  model = build_model(config)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
+                                 async_save=False)
+  raw = ckpt.restore_raw(step)
+  ckpt.close()
+  params = jax.tree.map(jnp.asarray, raw["params"])
+  evaluator = make_evaluator(config, model, mesh, config.data.dir, split)
+  with sharding.activate(mesh, rules=None):
+    return evaluator.run(params)
