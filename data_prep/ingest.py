@@ -21,7 +21,6 @@ import time
 from typing import Any, Iterable, Iterator
 
 from absl import app, flags, logging
-from tensorflow_datasets.proto import tf_example_pb2
 from tqdm import tqdm
 
 from data_prep import sources, tfds_export
@@ -98,16 +97,6 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
   return record, rejects
 
 
-def canonical_encode(record: Record) -> bytes:
-  """records.encode with a fixed map order, so equal records give equal bytes in any process.
-
-  Protobuf serializes the Example's feature map in a per-process hash order; the
-  deterministic form makes re-runs and resumed runs byte-identical.
-  """
-  example = tf_example_pb2.Example.FromString(records.encode(record))
-  return example.SerializeToString(deterministic=True)
-
-
 def _chunk_paths(work: str, index: int) -> tuple[str, str]:
   stem = os.path.join(work, f"chunk-{index:05d}")
   return f"{stem}.array_record", f"{stem}.json"
@@ -166,7 +155,7 @@ def _stage(items: Iterable[SourceItem | Record], work: str, chunks: list[dict],
         image = record.rgb or record.ir
         summary["accepted"].append({"id": record.id, "split": record.split,
                                     "sha256": hashlib.sha256(image).hexdigest()})
-        payloads.append(canonical_encode(record))
+        payloads.append(records.encode(record))
     array_path, json_path = _chunk_paths(work, len(chunks))
     records.write_array_record(array_path, payloads)
     records.write_json_atomic(json_path, summary)
@@ -237,7 +226,7 @@ def _split_payloads(work: str, chunks: list[dict], final: list[str],
         record = records.decode(payload, where=f"{path}#{j}")
         record.meta["moved_from_split"] = record.split
         record.split = split
-        payload = canonical_encode(record)
+        payload = records.encode(record)
       yield payload
 
 

@@ -95,7 +95,8 @@ def encode(record: Record) -> bytes:
   _bytes(f["instruction/task"], [i.get("task", "") for i in record.instructions])
   _bytes(f["meta"], [json.dumps(record.meta, sort_keys=True)])
   f["schema_version"].int64_list.value.append(SCHEMA_VERSION)
-  return example.SerializeToString()
+  # deterministic: the same record gives the same bytes in every process (idempotent shards).
+  return example.SerializeToString(deterministic=True)
 
 
 def _strings(f, key: str) -> list[str]:
