@@ -65,9 +65,7 @@ def chunked_sigmoid_loss(zimg, ztxt, t, b, mesh, axis_names: str | Sequence[str]
         return jax.lax.psum(total, axes) / global_batch
 
     batch_spec = P(axes if len(axes) > 1 else axes[0])
-    fn = jax.shard_map(
-        local, mesh=mesh, in_specs=(batch_spec, batch_spec, P(), P()), out_specs=P()
-    )
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(batch_spec, batch_spec, P(), P()), out_specs=P())
     return fn(zimg, ztxt, jnp.asarray(t, jnp.float32), jnp.asarray(b, jnp.float32))
 
 
@@ -117,5 +115,7 @@ def multi_pair_loss(
         per_pair[pair] = pair_loss(embeddings[left], embeddings[right], t, b)
         total = total + w * per_pair[pair]
     if not per_pair:
-        raise ValueError(f"no loss pair has both a weight and embeddings: {weights}, {sorted(embeddings)}")
+        raise ValueError(
+            f"no loss pair has both a weight and embeddings: {weights}, {sorted(embeddings)}"
+        )
     return total, per_pair

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from fusionrs_jax import losses
 
@@ -96,11 +97,9 @@ def test_multi_pair_loss_weights_each_pair():
         "ir_text": losses.sigmoid_loss(emb["ir"], emb["ir_text"], 10.0, -10.0),
         "rgb_ir": losses.sigmoid_loss(emb["rgb"], emb["ir"], 10.0, -10.0),
     }
-    for k in expect:
-        np.testing.assert_allclose(per_pair[k], expect[k], rtol=1e-6)
-    np.testing.assert_allclose(
-        total, sum(weights[k] * expect[k] for k in expect), rtol=1e-6
-    )
+    for k, value in expect.items():
+        np.testing.assert_allclose(per_pair[k], value, rtol=1e-6)
+    np.testing.assert_allclose(total, sum(weights[k] * expect[k] for k in expect), rtol=1e-6)
 
 
 def test_multi_pair_loss_skips_zero_weight_and_falls_back_to_text():

@@ -14,8 +14,18 @@ import numpy as np
 IR_SUBDIR = "ir_vision_model"
 # Keys of our hyperparameter dict (see `siglip_preset`) that describe the architecture.
 HP_KEYS = (
-    "image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads", "text_width",
-    "text_depth", "text_mlp_dim", "text_num_heads", "vocab_size", "text_len",
+    "image_size",
+    "patch_size",
+    "width",
+    "depth",
+    "mlp_dim",
+    "num_heads",
+    "text_width",
+    "text_depth",
+    "text_mlp_dim",
+    "text_num_heads",
+    "vocab_size",
+    "text_len",
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -64,8 +74,10 @@ def _dense(ours, hf, kind="dense"):
 def _attention(ours, hf):
     rows = []
     for p in ("q_proj", "k_proj", "v_proj"):
-        rows += [(ours + (p, "kernel"), f"{hf}.{p}.weight", "qkv"),
-                 (ours + (p, "bias"), f"{hf}.{p}.bias", "qkv_bias")]
+        rows += [
+            (ours + (p, "kernel"), f"{hf}.{p}.weight", "qkv"),
+            (ours + (p, "bias"), f"{hf}.{p}.bias", "qkv_bias"),
+        ]
     return rows + _dense(ours + ("out_proj",), f"{hf}.out_proj", "out")
 
 
@@ -101,8 +113,14 @@ def vision_table(ours: tuple, hf: str, depth: int):
 
 def text_table(depth: int):
     t = ("text_model",)
-    rows = [(t + ("token_embedding", "embedding"), "text_model.embeddings.token_embedding.weight", "id"),
-            (t + ("position_embedding",), "text_model.embeddings.position_embedding.weight", "id")]
+    rows = [
+        (
+            t + ("token_embedding", "embedding"),
+            "text_model.embeddings.token_embedding.weight",
+            "id",
+        ),
+        (t + ("position_embedding",), "text_model.embeddings.position_embedding.weight", "id"),
+    ]
     rows += _encoder(t, "text_model.", depth)
     rows += _layer_norm(t + ("final_layer_norm",), "text_model.final_layer_norm")
     return rows + _dense(t + ("head",), "text_model.head")
@@ -110,8 +128,11 @@ def text_table(depth: int):
 
 def siglip_table(hp: dict):
     """Rows for `SiglipModel`: RGB tower, text tower, logit scale and bias."""
-    return (vision_table(("vision_model",), "vision_model.", hp["depth"]) + text_table(hp["text_depth"])
-            + [(("logit_scale",), "logit_scale", "id"), (("logit_bias",), "logit_bias", "id")])
+    return (
+        vision_table(("vision_model",), "vision_model.", hp["depth"])
+        + text_table(hp["text_depth"])
+        + [(("logit_scale",), "logit_scale", "id"), (("logit_bias",), "logit_bias", "id")]
+    )
 
 
 def _head_attention_keys(hf_prefix):
@@ -145,7 +166,7 @@ def _unfuse_head(sd, hf_prefix):
 def _plain(params):
     """Accepts {"params": ...} or the params tree, boxed (LogicallyPartitioned) or not."""
     params = nn.meta.unbox(params)
-    return params["params"] if "params" in params else params
+    return params.get("params", params)
 
 
 def _get(tree, path):
@@ -161,8 +182,10 @@ def _set(tree, path, value):
 
 
 def _apply_table(params, rows):
-    return {hf: np.ascontiguousarray(_to_hf(kind, np.asarray(_get(params, ours), np.float32)))
-            for ours, hf, kind in rows}
+    return {
+        hf: np.ascontiguousarray(_to_hf(kind, np.asarray(_get(params, ours), np.float32)))
+        for ours, hf, kind in rows
+    }
 
 
 def _read_table(sd, rows, heads_of, out=None):
@@ -220,10 +243,15 @@ def hf_vision_config(hp: dict, num_channels: int = 3):
     from transformers import SiglipVisionConfig
 
     return SiglipVisionConfig(
-        hidden_size=hp["width"], intermediate_size=hp["mlp_dim"], num_hidden_layers=hp["depth"],
-        num_attention_heads=hp["num_heads"], num_channels=num_channels,
-        image_size=hp["image_size"], patch_size=hp["patch_size"],
-        hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+        hidden_size=hp["width"],
+        intermediate_size=hp["mlp_dim"],
+        num_hidden_layers=hp["depth"],
+        num_attention_heads=hp["num_heads"],
+        num_channels=num_channels,
+        image_size=hp["image_size"],
+        patch_size=hp["patch_size"],
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
     )
 
 
@@ -231,14 +259,21 @@ def hf_siglip_config(hp: dict):
     """Our hyperparameters (`siglip_preset` keys) -> transformers `SiglipConfig`."""
     from transformers import SiglipConfig
 
-    text = dict(
-        vocab_size=hp["vocab_size"], hidden_size=hp["text_width"],
-        intermediate_size=hp["text_mlp_dim"], num_hidden_layers=hp["text_depth"],
-        num_attention_heads=hp["text_num_heads"], max_position_embeddings=hp["text_len"],
-        projection_size=hp["width"], hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+    text = {
+        "vocab_size": hp["vocab_size"],
+        "hidden_size": hp["text_width"],
+        "intermediate_size": hp["text_mlp_dim"],
+        "num_hidden_layers": hp["text_depth"],
+        "num_attention_heads": hp["text_num_heads"],
+        "max_position_embeddings": hp["text_len"],
+        "projection_size": hp["width"],
+        "hidden_act": "gelu_pytorch_tanh",
+        "layer_norm_eps": 1e-6,
         # SigLIP's SentencePiece uses id 1 for </s> and padding; CLIP's bos/eos ids do not apply.
-        pad_token_id=1, bos_token_id=None, eos_token_id=1,
-    )
+        "pad_token_id": 1,
+        "bos_token_id": None,
+        "eos_token_id": 1,
+    }
     return SiglipConfig(text_config=text, vision_config=hf_vision_config(hp).to_dict())
 
 
@@ -246,17 +281,26 @@ def hp_from_hf_config(config) -> dict:
     """transformers `SiglipConfig` -> our hyperparameter dict (`SigLIP` constructor keys)."""
     v, t = config.vision_config, config.text_config
     if t.projection_size != v.hidden_size:
-        raise ValueError(f"text projection_size {t.projection_size} != vision width {v.hidden_size}")
+        raise ValueError(
+            f"text projection_size {t.projection_size} != vision width {v.hidden_size}"
+        )
     for name, c in (("vision", v), ("text", t)):
         if c.hidden_act != "gelu_pytorch_tanh":
             raise ValueError(f"{name} hidden_act {c.hidden_act!r} unsupported (gelu_pytorch_tanh)")
-    return dict(
-        image_size=v.image_size, patch_size=v.patch_size, width=v.hidden_size,
-        depth=v.num_hidden_layers, mlp_dim=v.intermediate_size, num_heads=v.num_attention_heads,
-        text_width=t.hidden_size, text_depth=t.num_hidden_layers,
-        text_mlp_dim=t.intermediate_size, text_num_heads=t.num_attention_heads,
-        vocab_size=t.vocab_size, text_len=t.max_position_embeddings,
-    )
+    return {
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "width": v.hidden_size,
+        "depth": v.num_hidden_layers,
+        "mlp_dim": v.intermediate_size,
+        "num_heads": v.num_attention_heads,
+        "text_width": t.hidden_size,
+        "text_depth": t.num_hidden_layers,
+        "text_mlp_dim": t.intermediate_size,
+        "text_num_heads": t.num_attention_heads,
+        "vocab_size": t.vocab_size,
+        "text_len": t.max_position_embeddings,
+    }
 
 
 def _save_torch(model_cls, config, sd, out_dir):
@@ -279,8 +323,12 @@ def save_hf_siglip(params, hp: dict, out_dir: str) -> None:
     _save_torch(SiglipModel, hf_siglip_config(hp), to_hf_state_dict(params, hp), out_dir)
     if "ir_vision_model" in params:
         channels = params["ir_vision_model"]["patch_embedding"]["kernel"].shape[2]
-        _save_torch(SiglipVisionModel, hf_vision_config(hp, channels),
-                    ir_to_hf_state_dict(params, hp), os.path.join(out_dir, IR_SUBDIR))
+        _save_torch(
+            SiglipVisionModel,
+            hf_vision_config(hp, channels),
+            ir_to_hf_state_dict(params, hp),
+            os.path.join(out_dir, IR_SUBDIR),
+        )
 
 
 def _load_safetensors(model_dir: str) -> dict:
@@ -313,7 +361,9 @@ def load_hf_siglip(model_dir: str) -> tuple[dict, dict]:
 
     # from_pretrained falls back to a default config when config.json is absent; refuse instead.
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"{model_dir}/config.json not found: not a save_pretrained directory")
+        raise FileNotFoundError(
+            f"{model_dir}/config.json not found: not a save_pretrained directory"
+        )
     hp = hp_from_hf_config(SiglipConfig.from_pretrained(model_dir))
     params = from_hf_state_dict(_load_safetensors(model_dir), hp)
     hp.update(ir_tower="shared", ir_channels=3)

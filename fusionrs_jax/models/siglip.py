@@ -11,35 +11,71 @@ import jax
 import jax.numpy as jnp
 
 from fusionrs_jax.models.text import TextTransformer
-from fusionrs_jax.models.vit import ViT, Dtype, param_with_axes
+from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
 
 IR_TOWERS = ("shared", "separate")
 
 _PRESETS = {
     # Unit tests: compiles and runs in seconds on CPU.
-    "tiny": dict(
-        image_size=32, patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2,
-        text_width=32, text_depth=2, text_mlp_dim=64, text_num_heads=2,
-        vocab_size=256, text_len=16,
-    ),
+    "tiny": {
+        "image_size": 32,
+        "patch_size": 8,
+        "width": 32,
+        "depth": 2,
+        "mlp_dim": 64,
+        "num_heads": 2,
+        "text_width": 32,
+        "text_depth": 2,
+        "text_mlp_dim": 64,
+        "text_num_heads": 2,
+        "vocab_size": 256,
+        "text_len": 16,
+    },
     # Trains on 2 CPU cores in under an hour on ~2k images at 64 px (64 patches per image).
-    "small": dict(
-        image_size=64, patch_size=8, width=192, depth=6, mlp_dim=768, num_heads=3,
-        text_width=192, text_depth=6, text_mlp_dim=768, text_num_heads=3,
-        vocab_size=8000, text_len=32,
-    ),
+    "small": {
+        "image_size": 64,
+        "patch_size": 8,
+        "width": 192,
+        "depth": 6,
+        "mlp_dim": 768,
+        "num_heads": 3,
+        "text_width": 192,
+        "text_depth": 6,
+        "text_mlp_dim": 768,
+        "text_num_heads": 3,
+        "vocab_size": 8000,
+        "text_len": 32,
+    },
     # google/siglip-base-patch16-224.
-    "B16": dict(
-        image_size=224, patch_size=16, width=768, depth=12, mlp_dim=3072, num_heads=12,
-        text_width=768, text_depth=12, text_mlp_dim=3072, text_num_heads=12,
-        vocab_size=32000, text_len=64,
-    ),
+    "B16": {
+        "image_size": 224,
+        "patch_size": 16,
+        "width": 768,
+        "depth": 12,
+        "mlp_dim": 3072,
+        "num_heads": 12,
+        "text_width": 768,
+        "text_depth": 12,
+        "text_mlp_dim": 3072,
+        "text_num_heads": 12,
+        "vocab_size": 32000,
+        "text_len": 64,
+    },
     # google/siglip-so400m-patch14-224 (shape-optimised ViT; text length 16 at 224 px).
-    "So400m": dict(
-        image_size=224, patch_size=14, width=1152, depth=27, mlp_dim=4304, num_heads=16,
-        text_width=1152, text_depth=27, text_mlp_dim=4304, text_num_heads=16,
-        vocab_size=32000, text_len=16,
-    ),
+    "So400m": {
+        "image_size": 224,
+        "patch_size": 14,
+        "width": 1152,
+        "depth": 27,
+        "mlp_dim": 4304,
+        "num_heads": 16,
+        "text_width": 1152,
+        "text_depth": 27,
+        "text_mlp_dim": 4304,
+        "text_num_heads": 16,
+        "vocab_size": 32000,
+        "text_len": 16,
+    },
 }
 
 
@@ -97,22 +133,35 @@ class SigLIP(nn.Module):
     def setup(self):
         if self.ir_tower not in IR_TOWERS:
             raise ValueError(f"ir_tower must be one of {IR_TOWERS}, got {self.ir_tower!r}")
-        vit = dict(
-            image_size=self.image_size, patch_size=self.patch_size, width=self.width,
-            depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-            remat=self.remat, dtype=self.dtype,
-        )
+        vit = {
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "width": self.width,
+            "depth": self.depth,
+            "mlp_dim": self.mlp_dim,
+            "num_heads": self.num_heads,
+            "remat": self.remat,
+            "dtype": self.dtype,
+        }
         self.vision_model = ViT(**vit, num_channels=3)
         if self.ir_tower == "separate":
             self.ir_vision_model = ViT(**vit, num_channels=self.ir_channels)
         self.text_model = TextTransformer(
-            vocab_size=self.vocab_size, text_len=self.text_len, width=self.text_width,
-            depth=self.text_depth, mlp_dim=self.text_mlp_dim, num_heads=self.text_num_heads,
-            out_dim=self.width, remat=self.remat, dtype=self.dtype,
+            vocab_size=self.vocab_size,
+            text_len=self.text_len,
+            width=self.text_width,
+            depth=self.text_depth,
+            mlp_dim=self.text_mlp_dim,
+            num_heads=self.text_num_heads,
+            out_dim=self.width,
+            remat=self.remat,
+            dtype=self.dtype,
         )
         # Shape [1] like transformers; t = exp(logit_scale) starts at 10, b at -10 (SigLIP paper).
         self.logit_scale = self.param(
-            "logit_scale", param_with_axes(nn.initializers.constant(math.log(10.0)), ("norm",)), (1,)
+            "logit_scale",
+            param_with_axes(nn.initializers.constant(math.log(10.0)), ("norm",)),
+            (1,),
         )
         self.logit_bias = self.param(
             "logit_bias", param_with_axes(nn.initializers.constant(-10.0), ("norm",)), (1,)

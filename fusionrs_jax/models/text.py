@@ -32,7 +32,9 @@ class TextTransformer(nn.Module):
         embed = nn.Embed(
             self.vocab_size,
             self.width,
-            embedding_init=param_with_axes(nn.initializers.normal(self.width**-0.5), ("vocab", "embed")),
+            embedding_init=param_with_axes(
+                nn.initializers.normal(self.width**-0.5), ("vocab", "embed")
+            ),
             name="token_embedding",
         )
         pos = self.param(
@@ -41,7 +43,9 @@ class TextTransformer(nn.Module):
             (self.text_len, self.width),
         )  # [text_len, D]
         x = embed(tokens).astype(self.dtype) + pos[:length].astype(self.dtype)[None]
-        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.remat, self.dtype, name="encoder")(x)
+        x = Encoder(
+            self.depth, self.mlp_dim, self.num_heads, self.remat, self.dtype, name="encoder"
+        )(x)
         x = layer_norm("final_layer_norm", self.dtype)(x)
         # SigLIP pools the last position, which is usually padding: it was trained that way.
         pooled = nn.Dense(

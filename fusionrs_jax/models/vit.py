@@ -149,7 +149,9 @@ class MAPHead(nn.Module):
         """x: [B, N, D] -> [B, D]."""
         batch, _, width = x.shape
         probe = self.param(
-            "probe", param_with_axes(nn.initializers.xavier_uniform(), ("length", "embed")), (1, width)
+            "probe",
+            param_with_axes(nn.initializers.xavier_uniform(), ("length", "embed")),
+            (1, width),
         )  # [1, D]: one query token
         probe = jnp.broadcast_to(probe.astype(self.dtype), (batch, 1, width))
         h = MultiHeadAttention(self.num_heads, self.dtype, name="attention")(probe, x)
@@ -179,7 +181,9 @@ class ViT(nn.Module):
     @nn.compact
     def __call__(self, images):
         if images.shape[-1] != self.num_channels:
-            raise ValueError(f"images have {images.shape[-1]} channels, tower expects {self.num_channels}")
+            raise ValueError(
+                f"images have {images.shape[-1]} channels, tower expects {self.num_channels}"
+            )
         p = self.patch_size
         x = nn.Conv(
             self.width,
@@ -194,7 +198,9 @@ class ViT(nn.Module):
             name="patch_embedding",
         )(images.astype(self.dtype))
         batch, gh, gw, _ = x.shape
-        x = x.reshape(batch, gh * gw, self.width)  # row-major patches, same order as torch flatten(2)
+        x = x.reshape(
+            batch, gh * gw, self.width
+        )  # row-major patches, same order as torch flatten(2)
         num_patches = (self.image_size // p) ** 2
         pos = self.param(
             "position_embedding",
@@ -204,7 +210,9 @@ class ViT(nn.Module):
         if x.shape[1] != num_patches:
             raise ValueError(f"got {x.shape[1]} patches, position table has {num_patches}")
         x = x + pos.astype(self.dtype)[None]
-        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.remat, self.dtype, name="encoder")(x)
+        x = Encoder(
+            self.depth, self.mlp_dim, self.num_heads, self.remat, self.dtype, name="encoder"
+        )(x)
         tokens = layer_norm("post_layernorm", self.dtype)(x)
         pooled = None
         if self.use_head:

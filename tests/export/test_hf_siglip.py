@@ -2,15 +2,14 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fusionrs_jax.export import hf_siglip  # noqa: E402
-from fusionrs_jax.models.siglip import SigLIP, dummy_inputs, siglip_preset  # noqa: E402
+from fusionrs_jax.export import hf_siglip
+from fusionrs_jax.models.siglip import SigLIP, dummy_inputs, siglip_preset
 
 
 def _random_model(ir_tower="shared", ir_channels=3):
@@ -70,7 +69,9 @@ def test_separate_one_channel_ir_tower_exports_as_vision_model(tmp_path):
     assert vision.config.num_channels == 1
     with torch.no_grad():
         pooled = vision.eval()(pixel_values=_nchw(ir)).pooler_output.numpy()
-    np.testing.assert_allclose(pooled / np.linalg.norm(pooled, axis=-1, keepdims=True), ours, atol=1e-4)
+    np.testing.assert_allclose(
+        pooled / np.linalg.norm(pooled, axis=-1, keepdims=True), ours, atol=1e-4
+    )
 
     loaded, loaded_hp = hf_siglip.load_hf_siglip(str(tmp_path))
     assert (loaded_hp["ir_tower"], loaded_hp["ir_channels"]) == ("separate", 1)

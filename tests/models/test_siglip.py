@@ -27,7 +27,11 @@ def test_presets_have_constructor_keys_and_known_shapes():
     assert (b16["vocab_size"], b16["text_len"]) == (32000, 64)
     so400m = siglip_preset("So400m")
     assert (so400m["width"], so400m["depth"], so400m["mlp_dim"], so400m["patch_size"]) == (
-        1152, 27, 4304, 14)
+        1152,
+        27,
+        4304,
+        14,
+    )
     with pytest.raises(ValueError, match="unknown SigLIP preset"):
         siglip_preset("huge")
 

@@ -8,9 +8,28 @@ import numpy as np
 from fusionrs_jax.models.text import TextTransformer
 from fusionrs_jax.models.vit import ViT
 
-ALLOWED_AXES = {"batch", "length", "embed", "mlp", "heads", "kv", "vocab", "patch", "channels", "norm"}
-VIT = dict(image_size=32, patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2)
-TEXT = dict(vocab_size=64, text_len=8, width=24, depth=2, mlp_dim=48, num_heads=2, out_dim=32)
+ALLOWED_AXES = {
+    "batch",
+    "length",
+    "embed",
+    "mlp",
+    "heads",
+    "kv",
+    "vocab",
+    "patch",
+    "channels",
+    "norm",
+}
+VIT = {"image_size": 32, "patch_size": 8, "width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2}
+TEXT = {
+    "vocab_size": 64,
+    "text_len": 8,
+    "width": 24,
+    "depth": 2,
+    "mlp_dim": 48,
+    "num_heads": 2,
+    "out_dim": 32,
+}
 
 
 def _images(c, b=2, seed=0):
@@ -59,7 +78,9 @@ def test_vit_remat_and_bfloat16_match_float32():
     bf16_model = ViT(**VIT, dtype=jnp.bfloat16)
     bf16_vars = bf16_model.init(jax.random.key(1), images)
     # Parameters stay float32; only the compute dtype changes.
-    assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(bf16_vars))} == {np.dtype(np.float32)}
+    assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(bf16_vars))} == {
+        np.dtype(np.float32)
+    }
     low, _ = bf16_model.apply(variables, images)
     assert low.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(low, np.float32), ref, atol=0.1)
