@@ -9,6 +9,7 @@ import json
 import os
 
 import flax.linen as nn
+import jax
 import numpy as np
 
 IR_SUBDIR = "ir_vision_model"
@@ -373,3 +374,50 @@ def load_hf_siglip(model_dir: str) -> tuple[dict, dict]:
         ir_from_hf_state_dict(_load_safetensors(ir_dir), hp, out=params)
         hp.update(ir_tower="separate", ir_channels=ir_config.num_channels)
     return params, hp
+
+
+def ir_tower_from_rgb(vision_params: dict, channels: int) -> dict:
+    """A separate IR tower initialised from RGB tower params ([p, p, 3, D] patch kernel).
+
+    For 1 channel the patch kernel is summed over RGB, so the IR tower on a thermal image equals
+    the RGB tower on that image replicated to 3 channels (the "shared" behaviour) at step 0.
+    """
+    tower = jax.tree_util.tree_map(np.array, vision_params)
+    if channels == 1:
+        kernel = tower["patch_embedding"]["kernel"]
+        tower["patch_embedding"]["kernel"] = kernel.sum(axis=2, keepdims=True)
+    elif channels != 3:
+        raise ValueError(f"IR tower channels must be 1 or 3, got {channels}")
+    return tower
+
+
+def load_hf_siglip_like(model_dir: str, like) -> dict:
+    """`load_hf_siglip` shaped as `like` (our params: {"params": ...} or bare; arrays or shapes).
+
+    A separate IR tower that the directory lacks (e.g. public SigLIP weights) starts from the RGB
+    tower via `ir_tower_from_rgb`. Shape mismatches (vocab, image size, width) raise ValueError
+    naming every differing parameter. Returns numpy arrays in `like`'s dtypes.
+    """
+    loaded, _ = load_hf_siglip(model_dir)
+    like = nn.meta.unbox(like)
+    wrapped = "params" in like
+    target = like["params"] if wrapped else like
+    if "ir_vision_model" in target and "ir_vision_model" not in loaded:
+        channels = target["ir_vision_model"]["patch_embedding"]["kernel"].shape[2]
+        loaded["ir_vision_model"] = ir_tower_from_rgb(loaded["vision_model"], channels)
+    if "ir_vision_model" not in target:
+        loaded.pop("ir_vision_model", None)
+
+    want = dict(jax.tree_util.tree_flatten_with_path(target)[0])
+    got = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+    problems = [f"{jax.tree_util.keystr(k)}: missing" for k in want if k not in got]
+    problems += [f"{jax.tree_util.keystr(k)}: unexpected" for k in got if k not in want]
+    problems += [
+        f"{jax.tree_util.keystr(k)}: {got[k].shape} in {model_dir}, model wants {want[k].shape}"
+        for k in want
+        if k in got and tuple(got[k].shape) != tuple(want[k].shape)
+    ]
+    if problems:
+        raise ValueError(f"{model_dir} does not fit this model: " + "; ".join(problems[:10]))
+    out = jax.tree_util.tree_map(lambda w, g: np.asarray(g, w.dtype), target, loaded)
+    return {"params": out} if wrapped else out

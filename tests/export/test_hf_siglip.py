@@ -92,3 +92,22 @@ def test_missing_weights_name_the_keys(tmp_path):
     hf_siglip.hf_siglip_config(hp).save_pretrained(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="safetensors"):
         hf_siglip.load_hf_siglip(str(tmp_path))
+
+
+def test_load_like_starts_separate_ir_tower_from_rgb_weights(tmp_path):
+    shared, hp, params = _random_model()
+    hf_siglip.save_hf_siglip(params, hp, str(tmp_path))
+    ir, _ = _inputs(hp, channels=1)
+    expect = shared.apply({"params": params}, ir=ir)["ir"]
+
+    separate = SigLIP(**hp, ir_tower="separate", ir_channels=1)
+    like = jax.eval_shape(lambda: separate.init(jax.random.key(0), **dummy_inputs(separate)))
+    loaded = hf_siglip.load_hf_siglip_like(str(tmp_path), like)
+    assert loaded["params"]["ir_vision_model"]["patch_embedding"]["kernel"].shape == (8, 8, 1, 32)
+    # Summed patch kernel: the 1-channel tower reproduces the shared tower on replicated IR.
+    np.testing.assert_allclose(separate.apply(loaded, ir=ir)["ir"], expect, atol=1e-5)
+
+    other = SigLIP(**{**hp, "vocab_size": 100})
+    like = jax.eval_shape(lambda: other.init(jax.random.key(0), **dummy_inputs(other)))
+    with pytest.raises(ValueError, match="token_embedding"):
+        hf_siglip.load_hf_siglip_like(str(tmp_path), like)
