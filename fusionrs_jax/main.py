@@ -65,7 +65,14 @@ def main(argv):
 
 
 def _one_line(e: BaseException) -> str:
-  text = " ".join(str(e).replace("\\n", " ").split())
+  """An exception message on one line; an embedded traceback (config_flags puts the
+  config file's own traceback in its message) is reduced to its final line."""
+  text = str(e)
+  if "Traceback (most recent call last)" in text:
+    head = text.split("Traceback (most recent call last)")[0]
+    last = [ln for ln in text.splitlines() if ln.strip()][-1]
+    text = f"{head.strip()} {last.strip()}"
+  text = " ".join(text.replace("\\n", " ").split())
   return text.replace("\\'", "'").strip("'\"")
 
 

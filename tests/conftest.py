@@ -24,3 +24,34 @@ def shared_data() -> str:
     pytest.skip("../shared/data is absent (set FUSIONRS_DATA_DIR to the real UCM/HIT-UAV "
                 "data to run this test)")
   return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> str:
+  """A tiny demo world (32 px; 64/16/16 records) with IR-aware captions and a tokenizer,
+  built once per test session exactly as the default job builds its dataset."""
+  import ml_collections
+
+  from fusionrs_jax.trainers import common
+
+  out = str(tmp_path_factory.mktemp("tiny_demo") / "demo_world")
+  data = ml_collections.ConfigDict(dict(
+      dir=out, demo_world_if_missing=True, demo_num_train=64, demo_num_val=16,
+      demo_num_test=16, demo_image_size=32, demo_seed=0, tokenizer="", vocab_size=512))
+  common.prepare_dataset(data)
+  return out
+
+
+def tiny_config(module: str, arg: str, data_dir: str, **overrides):
+  """configs/<module>.py:<arg> pointed at the shared tiny dataset, with overrides."""
+  import importlib
+
+  config = importlib.import_module(f"configs.{module}").get_config(arg)
+  config.data.dir = data_dir
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

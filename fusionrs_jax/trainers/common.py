@@ -169,9 +169,13 @@ def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransf
   param_sh = sharding.param_shardings(abstract, mesh)
   unboxed = lambda r: nn.unbox(init_params(r))
   params = jax.jit(unboxed, out_shardings=param_sh)(init_rng)
-  # Optimizer moments follow their params' shardings through jit propagation.
-  opt_state = jax.jit(tx.init)(params)
+  # Optimizer moments follow their params' shardings through jit propagation; the
+  # rest (step counts) is replicated over the mesh explicitly.
   repl = sharding.replicated(mesh)
+  on_mesh = lambda x: (isinstance(x.sharding, jax.sharding.NamedSharding)
+                       and x.sharding.mesh == mesh)
+  opt_state = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, repl),
+                           jax.jit(tx.init)(params))
   state = {"params": params, "opt_state": opt_state,
            "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
            "rng": jax.device_put(train_rng, repl)}

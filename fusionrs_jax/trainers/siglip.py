@@ -61,7 +61,7 @@ def make_train_step(model, tx, config, mesh):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
   return train_step
 
