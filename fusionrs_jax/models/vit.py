@@ -7,6 +7,7 @@ head/probe, ...) so that export is a rename table plus reshapes; see `fusionrs_j
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,6 +32,40 @@ def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
     )
 
 
+class HeadsDense(nn.Module):
+    """Projection contracting the last `in_axes` input dims, kernel [*in, *features], + bias.
+
+    The kernel is created at its final N-D shape (xavier-uniform over the flattened fan-in and
+    fan-out, like the torch Linear it exports to). flax's DenseGeneral instead initialises a
+    flat 2-D kernel and reshapes it, and with logical-axis rules in scope its metadata check
+    then constrains the 2-D value with N-D axis names and fails.
+    """
+
+    features: tuple
+    in_axes: int
+    kernel_axes: tuple
+    bias_axes: tuple
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_shape = x.shape[x.ndim - self.in_axes :]
+        fan_in, fan_out = int(np.prod(in_shape)), int(np.prod(self.features))
+        limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
+
+        def init(rng, shape, dtype=jnp.float32):
+            return jax.random.uniform(rng, shape, dtype, -limit, limit)
+
+        kernel = self.param(
+            "kernel", param_with_axes(init, self.kernel_axes), (*in_shape, *self.features)
+        )
+        bias = self.param(
+            "bias", param_with_axes(nn.initializers.zeros, self.bias_axes), tuple(self.features)
+        )
+        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_axes)
+        return y + bias.astype(self.dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections (kernels [D, H, Dh] / [H, Dh, D])."""
 
@@ -44,16 +79,10 @@ class MultiHeadAttention(nn.Module):
         head_dim = width // self.num_heads
         if head_dim * self.num_heads != width:
             raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
-        # DenseGeneral initialises the flattened 2-D kernel, so this is xavier on the torch weight.
-        in_init = out_init = nn.initializers.xavier_uniform()
-
         def proj(name):
-            return nn.DenseGeneral(
-                (self.num_heads, head_dim),
-                dtype=self.dtype,
-                kernel_init=param_with_axes(in_init, ("embed", "heads", "kv")),
-                bias_init=param_with_axes(nn.initializers.zeros, ("heads", "kv")),
-                name=name,
+            return HeadsDense(
+                (self.num_heads, head_dim), 1, ("embed", "heads", "kv"), ("heads", "kv"),
+                self.dtype, name=name,
             )
 
         q = proj("q_proj")(x_q)  # [B, Nq, H, Dh]
@@ -63,13 +92,8 @@ class MultiHeadAttention(nn.Module):
         # Softmax in float32 even when computing in bfloat16, as in transformers.
         weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(
-            width,
-            axis=(-2, -1),
-            dtype=self.dtype,
-            kernel_init=param_with_axes(out_init, ("heads", "kv", "embed")),
-            bias_init=param_with_axes(nn.initializers.zeros, ("embed",)),
-            name="out_proj",
+        return HeadsDense(
+            (width,), 2, ("heads", "kv", "embed"), ("embed",), self.dtype, name="out_proj"
         )(out)
 
 

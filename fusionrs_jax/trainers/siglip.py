@@ -107,7 +107,7 @@ def _maybe_init_from(config, model, state, shardings):
       os.path.join(src, "model.safetensors")):
     from fusionrs_jax.export import hf_siglip
 
-    loaded = hf_siglip.load_hf_siglip(src, state["params"])
+    loaded = hf_siglip.load_hf_siglip_like(src, state["params"])
   else:
     loaded = common.init_params_from_checkpoint(src, state["params"], shardings["params"])
   params = jax.tree.map(lambda x, s: jax.device_put(x, s), loaded, shardings["params"])
@@ -142,7 +142,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   result: dict[str, Any] = {}
 
   # ---------------------------------------------------------------- loop
-  with sharding.activate(run.mesh, rules=None):
+  with sharding.activate(run.mesh):
     while step < config.total_steps:
       batch = sharding.place_batch(next(data_iter), run.mesh)
       state, train_metrics = train_step(state, batch)
@@ -196,5 +196,5 @@ def evaluate_workdir(workdir: str, split: str = "test", data_dir: str | None = N
   ckpt.close()
   params = jax.tree.map(jnp.asarray, raw["params"])
   evaluator = make_evaluator(config, model, mesh, config.data.dir, split)
-  with sharding.activate(mesh, rules=None):
+  with sharding.activate(mesh):
     return evaluator.run(params)
