@@ -12,6 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from fusionrs_jax import distributed
 from fusionrs_jax.trainers.common import UserError
 
 # trainer name -> module with `train_and_evaluate(config, workdir) -> dict`.
@@ -27,7 +28,16 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run folder: checkpoints, metrics.jsonl, TensorBoard events, images. "
     "Default: workdirs/<config name>.")
-flags.mark_flag_as_required("config")
+# Multi-host (see fusionrs_jax/distributed.py and launch/): explicit values override the
+# environment (JAX_COORDINATOR_ADDRESS, SLURM, TPU VM pod, ...).
+_MULTIHOST = flags.DEFINE_enum(
+    "multihost", "auto", list(distributed.MODES), "auto: start jax.distributed when the "
+    "flags or the environment say multi-process; on: always (JAX auto-detects the rest); "
+    "off: never.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator service.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 def available_trainers() -> dict[str, str]:
@@ -54,6 +64,12 @@ def _default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    # Before anything touches jax devices (the trainers build the mesh first thing).
+    distributed.initialize(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   config = _CONFIG.value
   workdir = _WORKDIR.value or _default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("config:\n%s", config)
@@ -81,6 +97,10 @@ def entry():
   override, failing get_config) are one line, not a traceback."""
   try:
     remaining = flags.FLAGS(sys.argv)
+    # Checked here, not with mark_flag_as_required: other code (grain workers) parses
+    # absl flags of its own process where --config is legitimately absent.
+    if _CONFIG.value is None:
+      raise ValueError("--config is required, e.g. --config=configs/siglip_ir.py")
     # config_flags defers errors of loading the file until first access.
     _CONFIG.value.get("trainer")
   except Exception as e:  # noqa: BLE001 -- every config error is a user error here.
