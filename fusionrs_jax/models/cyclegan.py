@@ -35,7 +35,7 @@ class Size:
 
 SIZES = {
     "tiny": Size(gen_filters=8, gen_blocks=1, disc_filters=8, disc_layers=2),
-    "small": Size(gen_filters=32, gen_blocks=6, disc_filters=32, disc_layers=3),
+    "small": Size(gen_filters=16, gen_blocks=4, disc_filters=16, disc_layers=3),
     "paper": Size(gen_filters=64, gen_blocks=9, disc_filters=64, disc_layers=3),
 }
 

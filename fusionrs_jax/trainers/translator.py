@@ -126,7 +126,7 @@ def make_loader(data, *, local_batch: int, num_steps: int, seed: int,
   ds = grain.MapDataset.range(num_steps * local_batch).random_map(examples, seed=seed)
   ds = ds.batch(local_batch, drop_remainder=True)
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=data.read_threads,
-                                                   prefetch_buffer_size=2)))
+                                                   prefetch_buffer_size=max(2, data.read_threads))))
 
 
 def ensure_demo_world(data) -> None:
