@@ -1,7 +1,8 @@
 """Six-direction RGB/IR/text retrieval (R@1/5/10 and mR) and zero-shot scene
 classification, shared by the SigLIP trainer and the standalone CLI:
 
-  python -m fusionrs_jax.evaluators.retrieval --workdir=workdirs/siglip_ir [--split=test]
+  python -m fusionrs_jax.evaluators.retrieval --checkpoint=workdirs/siglip_ir [--data=DIR]
+      [--split=test] [--out=metrics.json]
 
 Positives: every caption of the same image, plus any caption whose normalized text equals
 one of them; RGB<->IR positives are the same sample id.
@@ -10,6 +11,7 @@ one of them; RGB<->IR positives are the same sample id.
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any, Callable, Sequence
 
@@ -178,13 +180,18 @@ def format_table(metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)) -> s
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import flags
+  from absl import app, flags
 
   from fusionrs_jax.trainers import siglip
 
   del argv
   f = flags.FLAGS
-  result = siglip.evaluate_workdir(f.workdir, split=f.split, data_dir=f.data, step=f.step)
+  if not os.path.isfile(os.path.join(f.checkpoint, "config.json")):
+    raise app.UsageError(f"{f.checkpoint}/config.json not found: --checkpoint must be the run "
+                         "folder of a SigLIP training run (the --workdir given to main)")
+  if f.data and not os.path.isfile(os.path.join(f.data, records.INFO_FILE)):
+    raise app.UsageError(f"--data={f.data} has no {records.INFO_FILE}: not a prepared dataset")
+  result = siglip.evaluate_workdir(f.checkpoint, split=f.split, data_dir=f.data, step=f.step)
   print(format_table(result))
   print(json.dumps(result, indent=1, sort_keys=True))
   if f.out:
@@ -194,8 +201,9 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string("workdir", None, "Run folder of a SigLIP training run "
+  flags.DEFINE_string("checkpoint", None, "Run folder of a SigLIP training run "
                       "(config.json + checkpoints/).", required=True)
+  flags.DEFINE_alias("workdir", "checkpoint")
   flags.DEFINE_string("data", None, "Dataset folder (default: the run's config.data.dir).")
   flags.DEFINE_string("split", "test", "Split to evaluate.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")

@@ -3,6 +3,9 @@
 The RGB + text towers map to `SiglipModel`; a separate IR tower is written as a `SiglipVisionModel`
 in `<out_dir>/ir_vision_model`. The conversion is one rename table with per-kind reshapes.
 Needs the `export` extra (torch, transformers, safetensors) only for writing and reading configs.
+
+  python -m fusionrs_jax.export.hf_siglip --checkpoint=<SigLIP run folder> --out=DIR
+  python -m fusionrs_jax.export.hf_siglip --import_hf=DIR --out=<Orbax checkpoint folder>
 """
 
 import json
@@ -421,3 +424,186 @@ def load_hf_siglip_like(model_dir: str, like) -> dict:
         raise ValueError(f"{model_dir} does not fit this model: " + "; ".join(problems[:10]))
     out = jax.tree_util.tree_map(lambda w, g: np.asarray(g, w.dtype), target, loaded)
     return {"params": out} if wrapped else out
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenizer files and the command line (run folder <-> save_pretrained directory)
+# ------------------------------------------------------------------------------------------------
+
+# Our SentencePiece models use Gemma's ids and piece names (pad=0 <pad>, eos=1 <eos>, bos=2 <bos>,
+# unk=3 <unk>); the pipeline appends <eos>, never <bos>, and right-pads with <pad> to text_len.
+# GemmaTokenizer reproduces that exactly. SiglipTokenizer would not: it lowercases and strips
+# punctuation before SentencePiece, so it yields other ids than the ones the model was trained on.
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def hf_tokenizer_config(text_len: int) -> dict:
+    """tokenizer_config.json for `AutoTokenizer` (-> GemmaTokenizer) matching our pipeline."""
+    return {
+        "tokenizer_class": "GemmaTokenizer",
+        "add_bos_token": False,
+        "add_eos_token": True,
+        "model_max_length": text_len,
+        "padding_side": "right",
+        "truncation_side": "right",
+        "pad_token": "<pad>",
+        "eos_token": "<eos>",
+        "bos_token": "<bos>",
+        "unk_token": "<unk>",
+        # GemmaTokenizer would otherwise add a <mask> token outside the model's vocabulary.
+        "mask_token": None,
+    }
+
+
+def hf_image_processor_config(image_size: int) -> dict:
+    """preprocessor_config.json: bilinear resize to image_size, pixels / 127.5 - 1 (our range)."""
+    return {
+        "image_processor_type": "SiglipImageProcessor",
+        "do_resize": True,
+        "size": {"height": image_size, "width": image_size},
+        "resample": 2,  # PIL.Image.BILINEAR, as the input pipeline resizes
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+    }
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def save_hf_tokenizer(spm_path: str, out_dir: str, text_len: int) -> None:
+    """Copies the SentencePiece model and writes tokenizer + image processor configs."""
+    import shutil
+
+    os.makedirs(out_dir, exist_ok=True)
+    shutil.copyfile(spm_path, os.path.join(out_dir, TOKENIZER_FILE))
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), hf_tokenizer_config(text_len))
+
+
+def _restore_on_one_device(state_dir: str):
+    """Restores a saved state tree onto the first local device, whatever mesh saved it.
+
+    `Checkpointer.restore_raw` reuses the saving topology and fails when the run used another
+    device count (e.g. trained on 8 devices, exported on 1); this should move there.
+    """
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    meta = ckptr.metadata(state_dir)
+    meta = getattr(meta, "item_metadata", meta)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta
+    )
+    return ckptr.restore(state_dir, target)
+
+
+def export_run(workdir: str, out_dir: str, step=None, tokenizer: str | None = None) -> dict:
+    """A SigLIP run folder (config.json + checkpoints/) -> `SiglipModel` directory.
+
+    Writes config.json + model.safetensors (+ ir_vision_model/ for a separate IR tower),
+    tokenizer.model + tokenizer_config.json (GemmaTokenizer) and preprocessor_config.json.
+    Returns a summary dict (step, hp, files).
+    """
+    import ml_collections
+
+    from fusionrs_jax import checkpoint
+    from fusionrs_jax.trainers import common
+    from fusionrs_jax.trainers import siglip as siglip_trainer
+
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(
+            f"{config_path} not found: --checkpoint must be the run folder of a SigLIP training "
+            "run (the --workdir given to fusionrs_jax.main)"
+        )
+    with open(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if config.get("trainer") != "siglip":
+        raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a SigLIP run")
+    spm_path = tokenizer or common.tokenizer_path(config.data)
+    if not os.path.isfile(spm_path):
+        raise FileNotFoundError(
+            f"the run's tokenizer {spm_path!r} is gone; pass --tokenizer=<its tokenizer.model>"
+        )
+    model = siglip_trainer.build_model(config)
+    hp = {k: getattr(model, k) for k in HP_KEYS}
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
+    )
+    step = ckpt.latest_step if step is None else step
+    ckpt.close()
+    if step is None:
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
+    raw = _restore_on_one_device(os.path.join(workdir, "checkpoints", str(step), "state"))
+    params = jax.tree_util.tree_map(np.asarray, _plain(raw["params"]))
+    save_hf_siglip(params, hp, out_dir)
+    save_hf_tokenizer(spm_path, out_dir, hp["text_len"])
+    _write_json(
+        os.path.join(out_dir, "preprocessor_config.json"),
+        hf_image_processor_config(hp["image_size"]),
+    )
+    return {"step": int(step), "hp": hp, "ir_tower": model.ir_tower, "out": out_dir,
+            "files": sorted(os.listdir(out_dir))}
+
+
+def import_hf(model_dir: str, out_dir: str) -> dict:
+    """`SiglipModel` directory -> Orbax checkpoint folder usable as `--config.init_from`.
+
+    Writes step 0 with state {"params": {"params": ...}} (the trainer's layout) and
+    hf_hyperparameters.json (the preset keys the training config must match).
+    """
+    from fusionrs_jax import checkpoint
+
+    params, hp = load_hf_siglip(model_dir)
+    ckpt = checkpoint.Checkpointer(out_dir, save_every=1, async_save=False)
+    ckpt.save(0, {"params": {"params": params}}, force=True)
+    ckpt.close()
+    _write_json(os.path.join(out_dir, "hf_hyperparameters.json"), hp)
+    return {"out": out_dir, "hp": hp}
+
+
+def main(argv) -> None:
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    if bool(f.checkpoint) == bool(f.import_hf):
+        raise app.UsageError("give exactly one of --checkpoint (export) or --import_hf (import)")
+    try:
+        if f.checkpoint:
+            summary = export_run(f.checkpoint, f.out, step=f.step, tokenizer=f.tokenizer)
+        else:
+            summary = import_hf(f.import_hf, f.out)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise app.UsageError(str(e)) from None
+    print(json.dumps(summary, indent=1, sort_keys=True))
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("checkpoint", None, "Run folder of a SigLIP training run to export "
+                        "(config.json + checkpoints/).")
+    flags.DEFINE_string("import_hf", None, "A SiglipModel save_pretrained directory to import "
+                        "into an Orbax checkpoint folder (for --config.init_from).")
+    flags.DEFINE_string("out", None, "Output directory.", required=True)
+    flags.DEFINE_integer("step", None, "Checkpoint step to export (default: newest).")
+    flags.DEFINE_string("tokenizer", None, "SentencePiece model (default: the run's "
+                        "config.data.tokenizer or <data.dir>/tokenizer.model).")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

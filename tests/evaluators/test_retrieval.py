@@ -1,0 +1,213 @@
+"""Retrieval evaluator: recall against a naive loop, positives, table directions, zero-shot,
+the evaluator on the tiny demo world with a fake embedder, and the standalone CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fusionrs_jax import main
+from fusionrs_jax.evaluators import retrieval
+from tests.conftest import REPO, tiny_config
+
+KS = (1, 5, 10)
+
+
+def _naive_recall(scores, positives, k):
+  """% of queries whose best-ranked positive is in the top k; a tie ranks the lower
+  gallery index first (what a stable descending sort does)."""
+  hits = 0
+  for s, pos in zip(scores, positives):
+    ranks = [sum(1 for j in range(len(s)) if s[j] > s[g] or (s[j] == s[g] and j < g))
+             for g in range(len(s)) if pos[g]]
+    hits += bool(ranks) and min(ranks) < k
+  return 100.0 * hits / len(scores)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recall_at_k_matches_naive_loop_with_ties_and_multiple_positives(seed):
+  rng = np.random.default_rng(seed)
+  scores = rng.integers(0, 4, (40, 30)).astype(np.float32)  # few values: many ties
+  positives = rng.random((40, 30)) < 0.08  # 0..several positives per query
+  positives[0] = False  # a query without any positive never counts
+  got = retrieval.recall_at_k(scores, positives, (1, 2, 5, 10, 30))
+  for k, v in got.items():
+    assert v == pytest.approx(_naive_recall(scores, positives, k)), k
+  assert got[30] == pytest.approx(100.0 * positives.any(1).mean())
+
+
+def test_recall_ties_count_only_when_the_positive_sorts_first():
+  scores = np.zeros((2, 4))
+  positives = np.array([[1, 0, 0, 0], [0, 0, 0, 1]], bool)
+  assert retrieval.recall_at_k(scores, positives, (1, 4)) == {1: 50.0, 4: 100.0}
+
+
+def test_caption_positives_include_identical_normalized_text_of_other_images():
+  texts = ["A dog.", "a cat", "a  DOG!", "bird", "a dogs"]
+  pos = retrieval.caption_positives([[0, 1], [2], [3, 4]], texts)
+  expected = np.array([[1, 1, 1, 0, 0],   # own captions + "a  DOG!" (== "a dog")
+                       [1, 0, 1, 0, 0],   # own caption + "A dog."
+                       [0, 0, 0, 1, 1]], bool)
+  np.testing.assert_array_equal(pos, expected)
+
+
+def _onehot(idx, dim):
+  return np.eye(dim, dtype=np.float32)[idx]
+
+
+def test_perfect_embeddings_give_100_in_every_direction():
+  n, d = 12, 16
+  images = np.arange(n)
+  emb = {"rgb": _onehot(images, d), "ir": _onehot(images, d),
+         "text": _onehot(np.repeat(images, 2), d), "ir_text": _onehot(images, d)}
+  caption_ids = [[2 * i, 2 * i + 1] for i in range(n)]
+  pos = retrieval.caption_positives(caption_ids, [f"caption {i}" for i in range(2 * n)])
+  out = retrieval.retrieval_table(emb, pos, np.eye(n, dtype=bool), KS)
+  for d_name in retrieval.DIRECTIONS + retrieval.IR_CAPTION_DIRECTIONS:
+    assert [out[f"{d_name}/R@{k}"] for k in KS] == [100.0] * 3, d_name
+  assert out["mR"] == 100.0 and out["mR_irtext"] == 100.0
+
+
+def test_deranged_texts_score_zero_r1_while_rgb_ir_stays_perfect():
+  n = 12
+  perm = np.roll(np.arange(n), 1)  # no fixed point: every text looks like another image
+  emb = {"rgb": _onehot(np.arange(n), n), "ir": _onehot(np.arange(n), n),
+         "text": _onehot(perm, n)}
+  out = retrieval.retrieval_table(emb, np.eye(n, dtype=bool), None, KS)
+  for d_name in ("rgb2text", "text2rgb", "ir2text", "text2ir"):
+    assert out[f"{d_name}/R@1"] == 0.0
+  assert out["rgb2ir/R@1"] == out["ir2rgb/R@1"] == 100.0
+  assert "mR_irtext" not in out
+
+
+def test_random_embeddings_are_at_chance_level():
+  rng = np.random.default_rng(0)
+  n, d = 500, 64
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  emb = {m: unit(rng.normal(size=(n, d))) for m in ("rgb", "ir", "text")}
+  out = retrieval.retrieval_table(emb, np.eye(n, dtype=bool), None, KS)
+  for d_name in retrieval.DIRECTIONS:
+    assert out[f"{d_name}/R@10"] < 6.0  # chance is 10/500 = 2%
+  assert 0.5 < out["mR"] < 3.0
+
+
+def test_directions_use_the_right_orientation():
+  # Image 1's second caption (text 2) looks like image 0: images still find a right caption
+  # first, but text 2 retrieves the wrong image.
+  emb = {"rgb": _onehot([0, 1], 2), "ir": _onehot([0, 1], 2), "text": _onehot([0, 1, 0], 2)}
+  pos = retrieval.caption_positives([[0], [1, 2]], ["a", "b", "c"])
+  out = retrieval.retrieval_table(emb, pos, None, (1,))
+  assert out["rgb2text/R@1"] == 100.0
+  assert out["text2rgb/R@1"] == pytest.approx(200.0 / 3)
+
+
+# ----------------------------------------------------------------------------
+# RetrievalEvaluator on the tiny demo world with a fake embedder.
+# ----------------------------------------------------------------------------
+
+
+class _FakeEmbedder:
+  """Embeddings known in advance, looked up by the exact pixels/tokens the evaluator passes.
+
+  Image i -> e_i + 0.5 e_{N + class}, with the IR class shifted by one (so IR zero-shot is
+  always wrong); caption (scene or IR) -> e_(first image with those tokens);
+  class prompt -> e_{N + class}.
+  """
+
+  def __init__(self):
+    self.image_batches, self.text_batches = [], []
+
+  def bind(self, ev):
+    self.n, self.classes = len(ev.rgb), sorted(set(ev.labels))
+    self.dim = self.n + len(self.classes)
+    self.pixels = {m: {x.tobytes(): i for i, x in reversed(list(enumerate(getattr(ev, m))))}
+                   for m in ("rgb", "ir")}
+    self.class_of = [self.classes.index(c) for c in ev.labels]
+    self.text_vec = {}
+    for texts, ids in ((ev.captions, ev.caption_ids), (ev.ir_captions, ev.ir_caption_ids)):
+      owner = [i for i, row in enumerate(ids) for _ in row]
+      for t, row in enumerate(ev.tokenizer.encode(texts, ev.text_len)):
+        self.text_vec.setdefault(row.tobytes(), _onehot(owner[t], self.dim))
+    for modality, prompt in zip(("rgb", "ir"), ev._prompts):
+      rows = ev.tokenizer.encode([prompt.format(retrieval.class_phrase(c))
+                                  for c in self.classes], ev.text_len)
+      for c, row in enumerate(rows):
+        self.text_vec[row.tobytes()] = _onehot(self.n + c, self.dim)
+
+  def image(self, i, modality):
+    c = (self.class_of[i] + (modality == "ir")) % len(self.classes)
+    v = _onehot(i, self.dim) + 0.5 * _onehot(self.n + c, self.dim)
+    return v / np.linalg.norm(v)
+
+  def embed_images(self, params, images, modality):
+    self.image_batches.append(images.shape[0])
+    return np.stack([self.image(self.pixels[modality][x.tobytes()], modality) for x in images])
+
+  def embed_texts(self, params, tokens):
+    self.text_batches.append(tokens.shape[0])
+    return np.stack([self.text_vec[row.tobytes()] for row in tokens])
+
+
+def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dataset):
+  fake = _FakeEmbedder()
+  ev = retrieval.RetrievalEvaluator(
+      tiny_dataset, "test", image_size=32, text_len=16, batch_size=5,
+      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
+      embed_images=fake.embed_images, embed_texts=fake.embed_texts)
+  fake.bind(ev)
+  assert len(ev.rgb) == 16 and len(ev.captions) >= 16 and ev.pos_irtext is not None
+  assert len(fake.classes) > 1
+  out = ev.run(params=None)
+
+  # Independent recomputation from the known embeddings (no batching, no padding).
+  emb = {m: np.stack([fake.image(i, m) for i in range(fake.n)]) for m in ("rgb", "ir")}
+  emb["text"] = fake.embed_texts(None, ev.tokenizer.encode(ev.captions, ev.text_len))
+  emb["ir_text"] = fake.embed_texts(None, ev.tokenizer.encode(ev.ir_captions, ev.text_len))
+  expected = retrieval.retrieval_table(emb, ev.pos_text, ev.pos_irtext, (1, 5, 10))
+  for key, value in expected.items():
+    assert out[key] == pytest.approx(value), key
+  # Every image has a caption that embeds as itself; a caption whose 16 truncated tokens
+  # equal another image's caption embeds as that image, so text2rgb may miss a few.
+  assert out["rgb2text/R@1"] == 100.0 and out["text2rgb/R@1"] >= 95.0
+  assert out["rgb2ir/R@1"] == out["ir2rgb/R@1"] == 100.0
+  assert out["zeroshot_rgb/acc"] == 100.0
+  assert out["zeroshot_ir/acc"] == 0.0
+  # Fixed-size batches (the last one padded), so a jitted embedder compiles once.
+  assert set(fake.image_batches[:8]) == {5}
+
+
+# ----------------------------------------------------------------------------
+# The standalone CLI on a run trained by the real main.
+# ----------------------------------------------------------------------------
+
+
+def _cli(*flags):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  return subprocess.run([sys.executable, "-m", "fusionrs_jax.evaluators.retrieval", *flags],
+                        cwd=REPO, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_cli_reproduces_the_trainers_final_eval_and_writes_json(tiny_dataset, tmp_path):
+  config = tiny_config("siglip_ir", "size=tiny,runlocal=1", tiny_dataset)
+  workdir = str(tmp_path / "run")
+  trained = main.run(config, workdir)
+  out = tmp_path / "metrics.json"
+  proc = _cli(f"--checkpoint={workdir}", f"--data={tiny_dataset}", "--split=test",
+              f"--out={out}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "rgb2text" in proc.stdout and "mR (6 dirs)" in proc.stdout
+  got = json.loads(out.read_text())
+  assert set(got) == set(trained)
+  for key, value in trained.items():
+    assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_cli_names_a_folder_that_is_not_a_run(tmp_path):
+  proc = _cli(f"--checkpoint={tmp_path}")
+  assert proc.returncode != 0
+  assert "config.json not found" in proc.stderr and "Traceback" not in proc.stderr
