@@ -257,6 +257,46 @@ class IndexedSource(grain.sources.RandomAccessDataSource):
     return f"IndexedSource(paths={self.paths!r})"
 
 
+class GlobalBatchSampler:
+  """grain sampler: one shuffled order of the whole split, cut into global batches, of
+  which each process reads its own contiguous rows.
+
+  grain's DataLoader asks process p (of n) for sampler[m * n + p] as its m-th record; here
+  that is global stream position g = k * n * B + p * B + j (local batch k, row j). Record
+  and per-example rng depend on g only, so global batch k (rows in process order, as
+  jax.make_array_from_process_local_data stitches them) is the same for any process
+  count: a run is a function of (config, seed, data), not of the number of hosts.
+  """
+
+  def __init__(self, num_records: int, batch_size: int, shard_count: int, seed: int,
+               num_epochs: int | None = None):
+    self._num_records, self._batch, self._count = num_records, batch_size, shard_count
+    self._seed, self._num_epochs = seed, num_epochs
+    self._keys = grain.MapDataset.range(num_records).shuffle(seed=seed)
+    global_batch = batch_size * shard_count
+    # Finite runs stop at the last full global batch, so every process yields as many
+    # batches as the others (SPMD steps stay in step).
+    self._len = (None if num_epochs is None
+                 else num_epochs * num_records // global_batch * global_batch)
+
+  def __len__(self) -> int:
+    return sys.maxsize if self._len is None else self._len
+
+  def __repr__(self) -> str:
+    return (f"GlobalBatchSampler(num_records={self._num_records}, batch_size={self._batch}, "
+            f"shard_count={self._count}, seed={self._seed}, num_epochs={self._num_epochs})")
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if index < 0 or (self._len is not None and index >= self._len):
+      raise IndexError(f"sampler index {index} out of range [0, {len(self)})")
+    process, local = index % self._count, index // self._count
+    k, j = divmod(local, self._batch)
+    g = (k * self._count + process) * self._batch + j
+    return grain.RecordMetadata(
+        index=index, record_key=int(self._keys[g]),
+        rng=np.random.Generator(np.random.Philox(key=self._seed + g)))
+
+
 # ----------------------------------------------------------------------------
 # Loaders.
 # ----------------------------------------------------------------------------
@@ -313,11 +353,12 @@ def make_train_loader(
     num_epochs: int | None = None) -> grain.DataLoader:
   """Shuffled, augmented, repeating (num_epochs=None) loader of this process's records.
 
-  batch_size is per process. This process reads records whose position in the split
-  lies in its contiguous 1/shard_count slice (defaults: jax.process_index/count); the
-  slice is reshuffled every epoch with `seed`. The per-example rng (crop, flips, caption
-  choice) is grain's Philox(seed + stream position), so a run is a function of
-  (seed, shards, shard_index/count). Last partial batch of a finite run is dropped.
+  batch_size is per process. All processes share one order of the split, reshuffled every
+  epoch with `seed`; process shard_index (defaults: jax.process_index/count) reads its
+  contiguous rows of every global batch (GlobalBatchSampler). The per-example rng (crop,
+  flips, caption choice) is Philox(seed + global stream position), so the global batches
+  are a function of (seed, shards, global batch size) whatever the process count. The
+  last partial global batch of a finite run is dropped.
 
   Batches (numpy): rgb [B,S,S,3] f32 in [-1,1], has_rgb [B] bool, ir [B,S,S,1] f32,
   has_ir [B] bool (per requested modality); tokens [B,L] int32, has_caption [B] bool;
@@ -338,9 +379,7 @@ def make_train_loader(
       augment=augment, missing_modality=missing_modality, with_label=with_label,
       where=f"{data_dir}:{split}")
   shard_options = grain.sharding.ShardOptions(shard_index, shard_count)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options, shuffle=True,
-      num_epochs=num_epochs, seed=seed)
+  sampler = GlobalBatchSampler(len(source), batch_size, shard_count, seed, num_epochs)
   _ensure_absl_flags(worker_count)
   return grain.DataLoader(
       data_source=source, sampler=sampler,
