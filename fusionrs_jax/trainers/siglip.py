@@ -68,11 +68,15 @@ def make_train_step(model, tx, config, mesh):
 
 def make_embed_fns(model, mesh):
   """Jitted (params, images, modality) and (params, tokens) embedders for evaluation."""
-  @functools.partial(jax.jit, static_argnums=2)
+  # Replicated outputs: every process can fetch the [B, D] embeddings (a batch-sharded
+  # result spans other hosts' devices and cannot be read back on a multi-host mesh).
+  out = sharding.replicated(mesh)
+
+  @functools.partial(jax.jit, static_argnums=2, out_shardings=out)
   def embed_images(params, images, modality):
     return model.apply(params, images, modality, method=model.embed_image)
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=out)
   def embed_texts(params, tokens):
     return model.apply(params, tokens, method=model.embed_text)
 
