@@ -112,6 +112,10 @@ def get_config(arg=None):
   c.eval.rgb_prompt = "an aerial image of a {}"
   c.eval.ir_prompt = "an infrared aerial image of a {}"
 
+  if arg.size in ("B16", "So400m"):
+    # FSDP: params and Adam moments of ViT-B and larger are sharded over every chip; the
+    # batch is still split over all of them (data x fsdp).
+    c.mesh.data, c.mesh.fsdp = 1, -1
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16
