@@ -169,18 +169,26 @@ def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransf
   param_sh = sharding.param_shardings(abstract, mesh)
   unboxed = lambda r: nn.unbox(init_params(r))
   params = jax.jit(unboxed, out_shardings=param_sh)(init_rng)
-  # Optimizer moments follow their params' shardings through jit propagation; the
-  # rest (step counts) is replicated over the mesh explicitly.
+  opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, params, mesh))(params)
   repl = sharding.replicated(mesh)
-  on_mesh = lambda x: (isinstance(x.sharding, jax.sharding.NamedSharding)
-                       and x.sharding.mesh == mesh)
-  opt_state = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, repl),
-                           jax.jit(tx.init)(params))
   state = {"params": params, "opt_state": opt_state,
            "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
            "rng": jax.device_put(train_rng, repl)}
   shardings = jax.tree.map(lambda x: x.sharding, state)
   return state, shardings
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, params: Any, mesh) -> Any:
+  """Shardings of tx.init(params): every params-shaped subtree (Adam mu/nu, ...) takes its
+  params' shardings, the rest (step counts) is replicated.
+
+  Explicit, because jit does not propagate input shardings to outputs that do not depend
+  on input values (zeros_like), which would leave FSDP moments replicated on every chip.
+  """
+  param_sh = jax.tree.map(lambda x: x.sharding, params)
+  repl = sharding.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), param_sh,
+                               transform_non_params=lambda _: repl)
 
 
 def restore_or_init(run: Run, state: dict, shardings: Any, data_iterator=None
