@@ -7,6 +7,7 @@ causally. Inputs `rgb_ir`, `rgb` or `ir` choose which images form the prefix.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from fusionrs_jax.models import gemma
@@ -30,6 +31,8 @@ class Captioner(nn.Module):
   # Gemma fields: vocab_size, width, depth, mlp_dim, num_heads, num_kv_heads, head_dim.
   llm_hp: dict
   inputs: str = "rgb_ir"
+  # No gradient through the image tower (the projection and decoder still learn).
+  freeze_image_encoder: bool = False
   remat: bool = False
   dtype: Dtype = jnp.float32
 
@@ -65,6 +68,8 @@ class Captioner(nn.Module):
       if given[m] is None:
         raise ValueError(f"captioner with inputs={self.inputs!r} needs a {m!r} image")
       _, t = self.img(_match_channels(given[m], 3))
+      if self.freeze_image_encoder:
+        t = jax.lax.stop_gradient(t)
       tokens.append(self.img_head(t))
     return jnp.concatenate(tokens, axis=1)
 

@@ -1,0 +1,113 @@
+r"""PaliGemma-style dual-image RGB-IR captioner (prefix-LM over [RGB][IR][BOS prompt SEP] answer).
+
+Run (fresh clone: builds the demo world + tokenizer in `data/demo_world` first):
+  python -m fusionrs_jax.main --config=configs/captioner_dual.py --workdir=workdirs/captioner
+Presets through the config arg, e.g. `configs/captioner_dual.py:size=small,inputs=rgb`:
+  size     tiny (tests) | small (this 2-core CPU) | paligemma_3b (So400m/14 + Gemma-2B, pods)
+  inputs   rgb_ir (both images in the prefix) | rgb | ir (single-image ablations)
+  runlocal 1 = a seconds-long smoke run of any preset
+At each eval the run writes `samples/step_N.{jsonl,html}` (image pair, prompt, prediction,
+references) and BLEU/METEOR/ROUGE-L/CIDEr-D + instruction exact match to metrics.jsonl.
+"""
+
+import ml_collections
+
+from configs import common
+
+# size -> (SigLIP preset, Gemma preset, global batch, steps, lr, warmup, text_len)
+SIZES = {
+    "tiny": ("tiny", "tiny", 16, 20, 1e-3, 2, 32),
+    "small": ("small", "small", 32, 1000, 5e-4, 50, 48),
+    "paligemma_3b": ("So400m", "gemma_2b", 256, 20000, 1e-5, 500, 128),
+}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, size="small", inputs="rgb_ir", runlocal="0")
+  vit, llm, batch, steps, lr, warmup, text_len = common.choose(arg.size, SIZES, "size")
+  common.choose(arg.inputs, {"rgb_ir": 0, "rgb": 0, "ir": 0}, "inputs")
+
+  c = common.run_config("captioner")
+  c.size = arg.size
+  c.batch_size = batch
+  c.total_steps = steps
+  c.log_every = 20
+  c.eval_every = 250
+  c.checkpoint_every = 250
+
+  c.data = ml_collections.ConfigDict()
+  # Prepared dataset folder; missing + demo_world_if_missing -> demo world built there.
+  c.data.dir = "data/demo_world"
+  c.data.demo_world_if_missing = True
+  c.data.demo_num_train = 1000
+  c.data.demo_num_val = 100
+  c.data.demo_num_test = 100
+  c.data.demo_image_size = 64
+  c.data.demo_seed = 0
+  # SentencePiece model with the <sep> piece; "" = <data.dir>/tokenizer.model.
+  c.data.tokenizer = ""
+  c.data.vocab_size = 2000
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  # Tokens per training row: [BOS prompt SEP answer EOS] (answers are truncated to fit).
+  c.data.text_len = text_len
+  # Tokens of the [BOS prompt SEP] part (prompts/questions are truncated to fit).
+  c.data.prompt_len = 16
+  # Per-example task mixture; a record lacking a task's text draws among the others.
+  c.data.task_weights = ml_collections.ConfigDict(
+      {"caption": 1.0, "ir_caption": 0.5, "instruction": 1.0})
+  c.data.augment = True
+  c.data.worker_count = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.vision_preset = vit
+  c.model.llm_preset = llm
+  # Images in the prefix: rgb_ir | rgb | ir. Both go through the one shared SigLIP tower.
+  c.model.inputs = arg.inputs
+  # 0 = the SigLIP preset's size.
+  c.model.image_size = 0
+  # Keep the image tower (ViT) fixed; the projection and the decoder still train.
+  c.model.freeze_image_encoder = False
+  # Orbax checkpoint folder of a SigLIP run of this project (`<workdir>/checkpoints`) whose
+  # RGB vision tower initialises the image encoder ("" = random init).
+  c.model.image_encoder_init = ""
+  c.model.remat = False
+  # Compute dtype: float32 or bfloat16 (params and optimizer state stay float32).
+  c.model.dtype = "float32"
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = lr
+  c.optim.warmup_steps = warmup
+  c.optim.end_lr_frac = 0.0
+  c.optim.weight_decay = 1e-4
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.95
+  c.optim.grad_clip = 1.0
+  c.optim.accum_steps = 1
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 32
+  # Tasks scored at each eval: caption, ir_caption, instruction.
+  c.eval.tasks = ("caption", "ir_caption", "instruction")
+  # 0 = every record of the eval split.
+  c.eval.max_records = 0
+  # Decoding: greedy | beam | sample.
+  c.eval.decode_method = "greedy"
+  c.eval.max_decode_len = 40
+  c.eval.beam_size = 4
+  c.eval.temperature = 1.0
+  c.eval.top_k = 0
+  # Rows shown on the HTML sample page.
+  c.eval.html_rows = 24
+
+  if arg.runlocal not in ("0", ""):
+    common.runlocal(c)
+    c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16
+    c.eval.max_records = 4
+    c.eval.max_decode_len = 8
+  if arg.size == "tiny":
+    c.data.demo_image_size = 32
+    c.data.vocab_size = 512
+    c.data.prompt_len = 12
+    c.eval.max_decode_len = min(c.eval.max_decode_len, 12)
+  return c

@@ -1,0 +1,116 @@
+"""Captioner trainer on the tiny demo world: data mixture rows, loss falls on a tiny overfit,
+the real main for 2 steps with samples and metrics, resume equals an uninterrupted run."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fusionrs_jax import captioner_data, checkpoint, input_pipeline, main, metrics, sharding
+from fusionrs_jax.trainers import captioner, common
+from tests.conftest import tiny_config
+
+
+def test_training_rows_are_prefix_lm_with_loss_on_the_answer(tiny_dataset):
+  tok = input_pipeline.Tokenizer(os.path.join(tiny_dataset, "tokenizer.model"))
+  ex = captioner_data.encode_example(tok, "caption rgb ir", "a red roof", 16, 8)
+  sep = captioner_data.sep_id(tok)
+  tokens = ex["tokens"].tolist()
+  assert tokens[0] == input_pipeline.BOS_ID and sep in tokens
+  s = tokens.index(sep)
+  assert ex["mask_ar"][:s + 1].sum() == 0 and ex["mask_ar"][s + 1] == 1
+  assert tok.decode(np.array([tokens[s + 1:]]))[0] == "a red roof"
+  assert ex["loss_mask"].sum() == tokens.index(input_pipeline.EOS_ID) - s
+  loader = captioner_data.make_train_loader(
+      tiny_dataset, "train", batch_size=8, image_size=32, seed=0,
+      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
+      task_weights={"caption": 1.0, "ir_caption": 1.0, "instruction": 1.0}, text_len=32,
+      prompt_len=12)
+  batch = next(iter(loader))
+  assert batch["rgb"].shape == (8, 32, 32, 3) and batch["ir"].shape == (8, 32, 32, 1)
+  assert batch["tokens"].shape == batch["mask_ar"].shape == (8, 32)
+  assert len(set(batch["task"].tolist())) > 1  # the mixture draws several tasks
+
+
+def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
+  config = tiny_config("captioner_dual", "size=tiny", tiny_dataset, total_steps=30,
+                       **{"optim.lr": 3e-3, "optim.warmup_steps": 1, "data.augment": False})
+  model = captioner.build_model(config)
+  tx = common.make_optimizer(config.optim, config.total_steps)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  state, shardings = common.init_state(captioner._init_params(model), tx, 0, mesh)
+  loader = captioner_data.make_train_loader(
+      tiny_dataset, "train", batch_size=16, image_size=32, seed=0,
+      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
+      task_weights=dict(config.data.task_weights), text_len=32, prompt_len=12, augment=False)
+  step = jax.jit(captioner.make_train_step(model, tx), in_shardings=(shardings, None),
+                 out_shardings=(shardings, None), donate_argnums=0)
+  with sharding.activate(mesh):
+    batch = sharding.place_batch(next(iter(loader)), mesh)
+    losses = []
+    for _ in range(30):
+      state, m = step(state, batch)
+      losses.append(float(m["loss"]))
+  assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_frozen_image_encoder_does_not_move(tiny_dataset):
+  config = tiny_config("captioner_dual", "size=tiny", tiny_dataset,
+                       **{"model.freeze_image_encoder": True})
+  model = captioner.build_model(config)
+  tx = common.make_optimizer(config.optim, config.total_steps)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  state, _ = common.init_state(captioner._init_params(model), tx, 0, mesh)
+  before = jax.tree.map(np.asarray, state["params"])
+  loader = captioner_data.make_train_loader(
+      tiny_dataset, "train", batch_size=8, image_size=32, seed=0,
+      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
+      task_weights=dict(config.data.task_weights), text_len=32, prompt_len=12)
+  step = jax.jit(captioner.make_train_step(model, tx, freeze_image_encoder=True))
+  with sharding.activate(mesh):
+    batch = sharding.place_batch(next(iter(loader)), mesh)
+    for _ in range(2):  # the first step has learning rate 0 (warmup starts at 0)
+      state, _ = step(state, batch)
+  after = jax.tree.map(np.asarray, state["params"])
+  for a, b in zip(jax.tree.leaves(before["params"]["img"]),
+                  jax.tree.leaves(after["params"]["img"])):
+    np.testing.assert_array_equal(a, b)
+  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(before["params"]["llm"]),
+                                               jax.tree.leaves(after["params"]["llm"]))]
+  assert max(moved) > 0
+
+
+def _params(workdir):
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
+                                 async_save=False)
+  step, raw = ckpt.latest_step, ckpt.restore_raw()
+  ckpt.close()
+  return step, raw["params"]
+
+
+@pytest.mark.slow
+def test_main_two_steps_writes_metrics_samples_and_resumes_exactly(tiny_dataset, tmp_path):
+  over = {"total_steps": 2, "eval_every": 2, "checkpoint_every": 1, "batch_size": 8,
+          "async_checkpoints": False}
+  config = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset, **over)
+  result = main.run(config, str(tmp_path / "a"))
+  assert "caption/CIDEr-D" in result and "answers/exact_match" in result
+  rows = metrics.read_jsonl(str(tmp_path / "a" / "metrics.jsonl"))
+  assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+  samples = tmp_path / "a" / "samples"
+  lines = (samples / "step_0000002.jsonl").read_text().splitlines()
+  assert {"prediction", "references", "prompt", "task"} <= set(json.loads(lines[0]))
+  assert "base64" in (samples / "step_0000002.html").read_text()
+  # Resume: 1 step, then continue to 2 == 2 straight steps (data iterator restored too).
+  config1 = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset,
+                        **{**over, "total_steps": 1, "eval_every": 100})
+  main.run(config1, str(tmp_path / "b"))
+  config2 = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset,
+                        **{**over, "eval_every": 100})
+  main.run(config2, str(tmp_path / "b"))
+  (sa, a), (sb, b) = _params(str(tmp_path / "a")), _params(str(tmp_path / "b"))
+  assert sa == sb == 2
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
