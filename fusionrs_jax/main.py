@@ -6,6 +6,7 @@ Dispatches on `config.trainer`; errors a user can fix are one line, not a traceb
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -74,10 +75,12 @@ def main(argv):
   workdir = _WORKDIR.value or _default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("config:\n%s", config)
   try:
-    run(config, workdir)
+    result = run(config, workdir)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if result:
+    logging.info("final metrics: %s", json.dumps(result, sort_keys=True, default=float))
 
 
 def _one_line(e: BaseException) -> str:
