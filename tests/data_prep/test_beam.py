@@ -137,9 +137,7 @@ def test_beam_matches_local_ingest_and_ir_captions_on_ucm(shared_data, tmp_path)
           "images": os.path.join(ucm, "images"), "name": "ucm"}
   local = _local_path(spec, str(tmp_path / "local"), 500)
   summary = beam_prep.run(spec, str(tmp_path / "beam"), "ucm",
-                          beam_prep.BeamOptions(records_per_shard=500),
-                          pipeline_args=["--direct_num_workers=2",
-                                         "--direct_running_mode=multi_threading"])
+                          beam_prep.BeamOptions(records_per_shard=500))
   local_info = records.read_info(local)
   assert summary["splits"] == {s: v["records"] for s, v in local_info["splits"].items()}
   assert sum(summary["splits"].values()) > 2000  # 2100 images less rejects/duplicates
