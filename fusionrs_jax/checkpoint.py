@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -76,13 +77,18 @@ class Checkpointer:
     return step, restored["state"]
 
   def restore_raw(self, step: int | None = None) -> Any:
-    """Restores the state tree as host numpy arrays, without a target (export, eval)."""
+    """Restores the state tree as host numpy arrays, whatever mesh or device count saved
+    it (export, standalone evaluation, init from another run, a pod run on a laptop)."""
     step = self.latest_step if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return restored["state"]
+    # The saved shardings name the saving job's devices; numpy restore args read the
+    # same bytes on any topology.
+    path = os.path.join(self.directory, str(step), "state")
+    reader = ocp.PyTreeCheckpointer()
+    tree = reader.metadata(path).item_metadata
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk."""

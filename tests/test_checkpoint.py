@@ -93,3 +93,27 @@ def test_max_to_keep_and_save_interval(tmp_path):
   ckpt.close()
   assert saved == [2, 4, 6]
   assert ckpt.all_steps() == [4, 6]
+
+
+def test_restore_raw_reads_an_8_device_checkpoint_in_a_1_device_process(tmp_path):
+  import subprocess
+  import sys
+
+  from tests.conftest import REPO
+
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 8})
+  state, _ = _state(mesh)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), save_every=1, async_save=False)
+  ckpt.save(3, state)
+  ckpt.close()
+  np.save(tmp_path / "want.npy", np.asarray(state["params"]["params"]["Dense_0"]["kernel"]))
+  code = (
+      "import numpy as np, sys; from fusionrs_jax import checkpoint; "
+      f"c = checkpoint.Checkpointer({str(tmp_path)!r}, save_every=1, async_save=False); "
+      "raw = c.restore_raw(); import jax; assert jax.device_count() == 1; "
+      f"np.testing.assert_array_equal(np.asarray(raw['params']['params']['Dense_0']['kernel']),"
+      f" np.load({str(tmp_path / 'want.npy')!r})); print('ok')")
+  env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.stdout.strip().endswith("ok"), out.stderr[-3000:]

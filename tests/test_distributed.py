@@ -12,7 +12,6 @@ import pytest
 from fusionrs_jax import distributed
 from tests.conftest import REPO
 
-
 # ----------------------------------------------------------------------------
 # resolve(): which initialize call a process makes.
 # ----------------------------------------------------------------------------
@@ -105,22 +104,13 @@ def _train_log(workdir):
 
 def _final_params(workdir):
   """(latest step, params as numpy) of a run, whatever device topology wrote it."""
-  import jax
-  import orbax.checkpoint as ocp
-
   from fusionrs_jax import checkpoint
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
                                  async_save=False)
-  step = ckpt.latest_step
+  step, raw = ckpt.latest_step, ckpt.restore_raw()
   ckpt.close()
-  # Checkpointer.restore_raw keeps the saved shardings, which name the devices of the
-  # two-process job; numpy restore args read the same bytes on any topology.
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  reader = ocp.PyTreeCheckpointer()
-  tree = reader.metadata(path).item_metadata
-  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  return step, reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))["params"]
+  return step, raw["params"]
 
 
 @pytest.mark.slow

@@ -488,24 +488,6 @@ def save_hf_tokenizer(spm_path: str, out_dir: str, text_len: int) -> None:
     _write_json(os.path.join(out_dir, "tokenizer_config.json"), hf_tokenizer_config(text_len))
 
 
-def _restore_on_one_device(state_dir: str):
-    """Restores a saved state tree onto the first local device, whatever mesh saved it.
-
-    `Checkpointer.restore_raw` reuses the saving topology and fails when the run used another
-    device count (e.g. trained on 8 devices, exported on 1); this should move there.
-    """
-    import orbax.checkpoint as ocp
-
-    ckptr = ocp.StandardCheckpointer()
-    meta = ckptr.metadata(state_dir)
-    meta = getattr(meta, "item_metadata", meta)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta
-    )
-    return ckptr.restore(state_dir, target)
-
-
 def export_run(workdir: str, out_dir: str, step=None, tokenizer: str | None = None) -> dict:
     """A SigLIP run folder (config.json + checkpoints/) -> `SiglipModel` directory.
 
@@ -543,7 +525,9 @@ def export_run(workdir: str, out_dir: str, step=None, tokenizer: str | None = No
     ckpt.close()
     if step is None:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
-    raw = _restore_on_one_device(os.path.join(workdir, "checkpoints", str(step), "state"))
+    raw = checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
+    ).restore_raw(step)
     params = jax.tree_util.tree_map(np.asarray, _plain(raw["params"]))
     save_hf_siglip(params, hp, out_dir)
     save_hf_tokenizer(spm_path, out_dir, hp["text_len"])
