@@ -24,6 +24,8 @@ class DecodeConfig:
   """How to decode; `method` is one of METHODS."""
 
   max_len: int = 32
+  # EOS is suppressed before this many tokens (transformers' min_new_tokens).
+  min_len: int = 0
   method: str = "greedy"
   # Sampling: logits / temperature, keep the top_k tokens (0 = all).
   temperature: float = 1.0
@@ -37,6 +39,11 @@ def _prefill(model, params, batch, max_len):
   size = model.num_image_tokens + batch["prompt"].shape[1] + max_len
   return model.apply(params, batch.get("rgb"), batch.get("ir"), batch["prompt"],
                      batch["prompt_mask"], size, method=Captioner.prefill)
+
+
+def _no_early_eos(logits, t, min_len: int):
+  """[B, V] logits with EOS masked while step t < min_len."""
+  return jnp.where((t < min_len) & (jnp.arange(logits.shape[-1]) == EOS_ID), -jnp.inf, logits)
 
 
 def _select(logits, rng, cfg: DecodeConfig):
@@ -62,7 +69,7 @@ def _sequential(model, params, batch, rng, cfg: DecodeConfig, keep_logits: bool)
 
   def body(s):
     t = s["t"]
-    tok = _select(s["logits"], jax.random.fold_in(rng, t), cfg)
+    tok = _select(_no_early_eos(s["logits"], t, cfg.min_len), jax.random.fold_in(rng, t), cfg)
     tok = jnp.where(s["done"], PAD_ID, tok)
     upd = {"out": s["out"].at[:, t].set(tok), "done": s["done"] | (tok == EOS_ID), "t": t + 1}
     if keep_logits:
@@ -78,7 +85,8 @@ def _sequential(model, params, batch, rng, cfg: DecodeConfig, keep_logits: bool)
   return state["out"], state["seen"]
 
 
-def greedy_no_cache(model, params, batch, max_len: int, keep_logits: bool = False):
+def greedy_no_cache(model, params, batch, max_len: int, keep_logits: bool = False,
+                    min_len: int = 0):
   """Greedy decoding that re-runs the full sequence every step (no KV cache).
 
   Returns (tokens [B, max_len], step logits [B, max_len, V] if keep_logits else [0]).
@@ -99,7 +107,8 @@ def greedy_no_cache(model, params, batch, max_len: int, keep_logits: bool = Fals
     logits = model.apply(params, batch.get("rgb"), batch.get("ir"), toks, valid, mask_ar)
     at = jnp.where(t == 0, length - 1, p + t - 1)
     step_logits = jnp.take_along_axis(logits, at[:, None, None], axis=1)[:, 0]
-    tok = jnp.where(done, PAD_ID, jnp.argmax(step_logits, -1).astype(jnp.int32))
+    choice = jnp.argmax(_no_early_eos(step_logits, t, min_len), -1).astype(jnp.int32)
+    tok = jnp.where(done, PAD_ID, choice)
     if keep_logits:
       seen = seen.at[:, t].set(step_logits)
     return (toks.at[:, p + t].set(tok), out.at[:, t].set(tok), done | (tok == EOS_ID), seen)
@@ -167,7 +176,7 @@ def make_decode_fn(model: Captioner, cfg: DecodeConfig, use_cache: bool = True,
     if not use_cache:
       if cfg.method != "greedy":
         raise ValueError("decoding without a KV cache is implemented for greedy only")
-      out, seen = greedy_no_cache(model, params, batch, cfg.max_len, keep_logits)
+      out, seen = greedy_no_cache(model, params, batch, cfg.max_len, keep_logits, cfg.min_len)
     elif cfg.method == "beam":
       out, seen = beam_search(model, params, batch, cfg)[0], None
     else:

@@ -172,8 +172,8 @@ def pixel_values(rgb: np.ndarray | None, ir: np.ndarray | None, inputs: str) -> 
 
 def main(argv) -> int:
   import argparse
-  import jax
 
+  import jax
   import ml_collections
 
   from fusionrs_jax import checkpoint
