@@ -42,6 +42,18 @@ def tiny_dataset(tmp_path_factory) -> str:
   return out
 
 
+@pytest.fixture(scope="session")
+def tiny_siglip_run(tiny_dataset, tmp_path_factory):
+  """(config, workdir, final eval dict) of one tiny SigLIP run trained by the real main;
+  shared by the trainer, evaluator-CLI and export tests so it is trained once."""
+  from fusionrs_jax import main
+
+  config = tiny_config("siglip_ir", "size=tiny,runlocal=1", tiny_dataset)
+  workdir = str(tmp_path_factory.mktemp("tiny_siglip_run"))
+  result = main.run(config, workdir)
+  return config, workdir, result
+
+
 def tiny_config(module: str, arg: str, data_dir: str, **overrides):
   """configs/<module>.py:<arg> pointed at the shared tiny dataset, with overrides."""
   import importlib

@@ -9,9 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from fusionrs_jax import main
 from fusionrs_jax.evaluators import retrieval
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO
 
 KS = (1, 5, 10)
 
@@ -191,10 +190,9 @@ def _cli(*flags):
 
 
 @pytest.mark.slow
-def test_cli_reproduces_the_trainers_final_eval_and_writes_json(tiny_dataset, tmp_path):
-  config = tiny_config("siglip_ir", "size=tiny,runlocal=1", tiny_dataset)
-  workdir = str(tmp_path / "run")
-  trained = main.run(config, workdir)
+def test_cli_reproduces_the_trainers_final_eval_and_writes_json(tiny_siglip_run, tiny_dataset,
+                                                                tmp_path):
+  _, workdir, trained = tiny_siglip_run
   out = tmp_path / "metrics.json"
   proc = _cli(f"--checkpoint={workdir}", f"--data={tiny_dataset}", "--split=test",
               f"--out={out}")

@@ -14,9 +14,9 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fusionrs_jax import checkpoint, input_pipeline, main, records
+from fusionrs_jax import checkpoint, input_pipeline, records
 from fusionrs_jax.trainers import siglip as siglip_trainer
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +28,9 @@ def _cli(*flags):
 
 
 @pytest.fixture(scope="module")
-def run(tiny_dataset, tmp_path_factory):
-  """(config, workdir, exported dir) of a tiny SigLIP run trained by the real main."""
-  config = tiny_config("siglip_ir", "size=tiny,runlocal=1", tiny_dataset)
-  workdir = str(tmp_path_factory.mktemp("siglip_run"))
-  main.run(config, workdir)
+def run(tiny_siglip_run, tmp_path_factory):
+  """(config, workdir, exported dir) of the shared tiny SigLIP run trained by the real main."""
+  config, workdir, _ = tiny_siglip_run
   out = str(tmp_path_factory.mktemp("exported") / "hf")
   proc = _cli(f"--checkpoint={workdir}", f"--out={out}")
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,8 +1,8 @@
 """SigLIP trainer end to end on the tiny demo world: the real main, metrics, checkpoints,
 resume (including after SIGKILL) and learning."""
 
-import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fusionrs_jax import checkpoint, main, metrics
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO
 
 
 def _params(workdir):
@@ -25,9 +25,9 @@ def _params(workdir):
 
 
 @pytest.mark.slow
-def test_main_runs_tiny_preset_and_writes_metrics_checkpoint_and_table(tiny_dataset, tmp_path):
-  config = tiny_config("siglip_ir", "size=tiny,runlocal=1", tiny_dataset)
-  result = main.run(config, str(tmp_path))
+def test_main_runs_tiny_preset_and_writes_metrics_checkpoint_and_table(tiny_siglip_run):
+  config, workdir, result = tiny_siglip_run
+  tmp_path = pathlib.Path(workdir)
   rows = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
   train_rows = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
