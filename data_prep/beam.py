@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 import cloudpickle
-from absl import app, flags, logging
+from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from data_prep import ingest as local_ingest
@@ -195,7 +195,7 @@ def write_shard(element, out_dir: str, name: str) -> tuple[str, int]:
 def write_jsonl(element, path: str) -> str:
   """(key, [(sort key..., entry)]) -> one JSON-lines file in that order (atomic)."""
   _, rows = element
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = records.temp_path(path)
   with open(tmp, "w") as f:
     for row in sorted(rows, key=lambda r: r[:-1]):
       f.write(json.dumps(row[-1], sort_keys=True) + "\n")
@@ -306,7 +306,7 @@ def run(spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions | No
 
 
 def _write_lines(path: str, rows: list[dict]) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = records.temp_path(path)
   with open(tmp, "w") as f:
     for row in rows:
       f.write(json.dumps(row, sort_keys=True) + "\n")

@@ -255,7 +255,7 @@ def _remove_stale_shards(out_dir: str, name: str, keep: set[str]) -> None:
 def _write_rejects(out_dir: str, chunks: list[dict]) -> dict[str, int]:
   path = os.path.join(out_dir, REJECTS_FILE)
   counts: dict[str, int] = {}
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = records.temp_path(path)
   with open(tmp, "w") as f:
     for chunk in chunks:
       for reject in chunk["rejects"]:

@@ -29,7 +29,7 @@ def write_tfrecords(array_record_paths: Sequence[str]) -> list[str]:
   out = []
   for path in array_record_paths:
     target = path.replace(".array_record-", ".tfrecord-")
-    tmp = f"{target}.tmp-{os.getpid()}"
+    tmp = records.temp_path(target)
     writer = TFRecordWriter(tmp)
     try:
       for payload in records.read_array_record(path):
@@ -79,7 +79,7 @@ def write_tfds_metadata(out_dir: str, name: str, info: dict[str, Any]) -> str:
   import tensorflow_datasets as tfds
 
   target = tfds_dir(out_dir, name)
-  tmp = f"{target}.tmp-{os.getpid()}"
+  tmp = records.temp_path(target)
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   split_infos = []

@@ -65,7 +65,7 @@ def train_tokenizer(texts: Iterable[str], out_path: str, vocab_size: int,
       user_defined_symbols=[SEP_PIECE], num_threads=1, input_sentence_size=0,
       shuffle_input_sentence=False, minloglevel=2)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  tmp = f"{out_path}.tmp-{os.getpid()}"
+  tmp = records.temp_path(out_path)
   with open(tmp, "wb") as f:
     f.write(model.getvalue())
   os.replace(tmp, out_path)

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 from tensorflow_datasets.proto import tf_example_pb2
@@ -155,11 +156,19 @@ def list_shards(data_dir: str, split: str, fmt: str = "array_record") -> list[st
   return paths
 
 
+def temp_path(path: str) -> str:
+  """A sibling temp name unique to this process and thread, for write-then-rename.
+
+  Stale ones (a killed writer's) match `*.tmp-*` and are cleaned by the writers.
+  """
+  return f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+
+
 def write_array_record(path: str, payloads: Iterable[bytes]) -> int:
   """Atomically writes one ArrayRecord file (temp file + rename). Returns the count."""
   from array_record.python import array_record_module
 
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = temp_path(path)
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
   n = 0
   try:
@@ -214,7 +223,7 @@ def write_split(records: Sequence[Record], out_dir: str, name: str, split: str,
 
 def write_json_atomic(path: str, obj: Any) -> None:
   """JSON file written to a temp file, fsynced, then renamed over `path`."""
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = temp_path(path)
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=1, sort_keys=True)
     f.flush()
