@@ -35,20 +35,7 @@ def get_config(arg=None):
   c.eval_every = 250
   c.checkpoint_every = 250
 
-  c.data = ml_collections.ConfigDict()
-  # Prepared dataset folder; missing + demo_world_if_missing -> demo world built there.
-  c.data.dir = "data/demo_world"
-  c.data.demo_world_if_missing = True
-  c.data.demo_num_train = 1000
-  c.data.demo_num_val = 100
-  c.data.demo_num_test = 100
-  c.data.demo_image_size = 64
-  c.data.demo_seed = 0
-  # SentencePiece model with the <sep> piece; "" = <data.dir>/tokenizer.model.
-  c.data.tokenizer = ""
-  c.data.vocab_size = 2000
-  c.data.train_split = "train"
-  c.data.eval_split = "test"
+  c.data = common.dataset_config(vocab_size=2000)
   # Tokens per training row: [BOS prompt SEP answer EOS] (answers are truncated to fit).
   c.data.text_len = text_len
   # Tokens of the [BOS prompt SEP] part (prompts/questions are truncated to fit).

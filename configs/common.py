@@ -56,6 +56,28 @@ def run_config(trainer: str) -> ml_collections.ConfigDict:
   return c
 
 
+def dataset_config(vocab_size: int) -> ml_collections.ConfigDict:
+  """The `config.data` fields shared by trainers that read one prepared dataset folder."""
+  d = ml_collections.ConfigDict()
+  # Prepared dataset folder (data_prep output). Missing + demo_world_if_missing -> the
+  # demo world (synthetic; never reported as real data), its IR-aware captions and a
+  # tokenizer are generated there first.
+  d.dir = "data/demo_world"
+  d.demo_world_if_missing = True
+  d.demo_num_train = 1000
+  d.demo_num_val = 100
+  d.demo_num_test = 100
+  d.demo_image_size = 64
+  d.demo_seed = 0
+  # SentencePiece model (with the <sep> piece); "" = <data.dir>/tokenizer.model, trained
+  # there if missing for the demo world.
+  d.tokenizer = ""
+  d.vocab_size = vocab_size
+  d.train_split = "train"
+  d.eval_split = "test"
+  return d
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks any config to a seconds-long smoke run (size=tiny presets set the model)."""
   c.total_steps = 4

@@ -153,14 +153,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       state, train_metrics = train_step(state, batch)
       step += 1
       if step % config.log_every == 0 or step == config.total_steps:
-        scalars = jax.device_get(train_metrics)
-        common.check_finite(float(scalars["loss"]), step, run)
-        rate = progress.rate(step)
-        scalars["examples_per_sec"] = rate * config.batch_size
-        scalars["tokens_per_sec"] = rate * config.batch_size * (
-            model.num_image_tokens + config.data.text_len)
-        run.writer.write_scalars(step, scalars)
-        progress.update(step, f"loss {float(scalars['loss']):.4f}")
+        tokens = config.batch_size * (model.num_image_tokens + config.data.text_len)
+        common.log_train_step(run, step, train_metrics, progress, config.batch_size,
+                              {"tokens_per_sec": progress.rate(step) * tokens})
       if step % config.eval_every == 0 or step == config.total_steps:
         result = _evaluate(run, evaluator, state["params"], step)
       run.ckpt.save(step, state, data_iter, force=step == config.total_steps)
@@ -173,12 +168,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]:
   result = evaluator.run(params)
-  run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+  common.write_eval(run, step, result)
   if jax.process_index() == 0:
     write_samples(os.path.join(run.workdir, "samples"), step, evaluator.rows,
                   {it.record_id: it for it in evaluator.items}, run.config.eval.html_rows)
-    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
-      f.write(json.dumps({"step": step, **result}) + "\n")
   logging.info("eval step %d: %s", step, {k: round(v, 4) for k, v in result.items()
                                           if k.endswith(("CIDEr-D", "exact_match"))})
   return result

@@ -222,3 +222,31 @@ def check_finite(loss: float, step: int, run: Run) -> None:
     where = (f"last good checkpoint: step {last} in {run.ckpt.directory}" if last is not None
              else "no checkpoint was saved yet")
     raise NonFiniteLossError(f"loss is {loss} at step {step}; stopping ({where})")
+
+
+# ----------------------------------------------------------------------------
+# Loop pieces.
+# ----------------------------------------------------------------------------
+
+
+def log_train_step(run: Run, step: int, train_metrics: Any, progress: metrics.Progress,
+                   examples_per_step: int, extra: dict[str, float] | None = None) -> dict:
+  """Fetches the step's metrics, stops on a non-finite loss, writes them with throughput.
+
+  `train_metrics` must hold "loss". Returns the host-side scalars.
+  """
+  scalars = {k: float(v) for k, v in jax.device_get(train_metrics).items()}
+  check_finite(scalars["loss"], step, run)
+  scalars["examples_per_sec"] = progress.rate(step) * examples_per_step
+  scalars.update(extra or {})
+  run.writer.write_scalars(step, scalars)
+  progress.update(step, f"loss {scalars['loss']:.4f}", force=step == run.config.total_steps)
+  return scalars
+
+
+def write_eval(run: Run, step: int, result: dict[str, float]) -> None:
+  """An eval's metrics to TensorBoard/metrics.jsonl (as eval/*) and to eval.jsonl."""
+  run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+  if jax.process_index() == 0:
+    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
+      f.write(json.dumps({"step": step, **result}) + "\n")

@@ -11,7 +11,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
@@ -152,11 +151,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       state, train_metrics = train_step(state, batch)
       step += 1
       if step % config.log_every == 0 or step == config.total_steps:
-        scalars = jax.device_get(train_metrics)
-        common.check_finite(float(scalars["loss"]), step, run)
-        scalars["examples_per_sec"] = progress.rate(step) * config.batch_size
-        run.writer.write_scalars(step, scalars)
-        progress.update(step, f"loss {float(scalars['loss']):.4f}")
+        common.log_train_step(run, step, train_metrics, progress, config.batch_size)
       if step % config.eval_every == 0 or step == config.total_steps:
         result = _evaluate(run, evaluator, state["params"], step)
       run.ckpt.save(step, state, data_iter, force=step == config.total_steps)
@@ -171,14 +166,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]:
   result = evaluator.run(params)
-  run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+  common.write_eval(run, step, result)
   directions = [d for d in retrieval.DIRECTIONS if f"{d}/R@1" in result]
   plot = metrics.bar_chart({d: result[f"{d}/R@5"] for d in directions},
                            title=f"R@5 at step {step}")
   run.writer.write_image(step, "retrieval_R5", plot)
-  if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
-      f.write(json.dumps({"step": step, **result}) + "\n")
   logging.info("eval step %d: mR %.2f", step, result["mR"])
   return result
 
