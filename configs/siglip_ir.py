@@ -10,7 +10,7 @@ Presets through the config arg, e.g. `configs/siglip_ir.py:size=small,variant=rg
            rgb_only       RGB-text only; IR is evaluated through the same (shared) tower
            ir_only        IR-text only (IR-aware captions)
   runlocal 1 = a seconds-long smoke run of any preset
-On the default (demo world, size=mini, 500 steps) the run prints the six-direction
+On the default (demo world, size=mini, 300 steps) the run prints the six-direction
 retrieval table of the test split at the end; see README for measured numbers.
 """
 
@@ -31,7 +31,7 @@ VARIANTS = {
 # size -> (model preset name, global batch, steps, learning rate, warmup)
 SIZES = {
     "tiny": ("tiny", 16, 20, 1e-3, 2),
-    "mini": ("mini", 64, 500, 1e-3, 50),
+    "mini": ("mini", 64, 300, 1e-3, 30),
     "small": ("small", 64, 600, 5e-4, 60),
     "B16": ("B16", 32768, 40000, 1e-3, 2000),
     "So400m": ("So400m", 32768, 40000, 1e-3, 2000),
@@ -49,8 +49,9 @@ def get_config(arg=None):
   c.batch_size = batch
   c.total_steps = steps
   c.log_every = 20
-  c.eval_every = 250
-  c.checkpoint_every = 250
+  # Two evals per run (midway and at the end).
+  c.eval_every = max(1, steps // 2)
+  c.checkpoint_every = max(1, steps // 2)
 
   c.data = common.dataset_config(vocab_size=2000)
   c.data.modalities = modalities
