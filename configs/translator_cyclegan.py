@@ -66,6 +66,11 @@ def _eval(variant: str) -> ml_collections.ConfigDict:
   e.image_size = 0 if variant == "demo" else 256
   e.max_images = 200
   e.batch_size = 8
+  # KID between generated and real IR on the image features of a SigLIP run's IR tower
+  # (a SigLIP workdir; "" = skip). No Inception network can be downloaded here.
+  e.kid_siglip = ""
+  e.kid_subsets = 10
+  e.kid_subset_size = 100
   return e
 
 

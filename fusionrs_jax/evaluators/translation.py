@@ -167,6 +167,65 @@ def distribution_distances(generated, real) -> dict[str, float]:
   }
 
 
+def kid(feats_a: np.ndarray, feats_b: np.ndarray, num_subsets: int = 10,
+        subset_size: int = 100, seed: int = 0) -> tuple[float, float]:
+  """Kernel Inception Distance on any features: [N,D], [M,D] -> (mean, std) over subsets.
+
+  Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / D + 1)^3 (Binkowski et
+  al. 2018), averaged over `num_subsets` random subsets of min(subset_size, N, M) rows each.
+  """
+  a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+  m = min(subset_size, len(a), len(b))
+  if m < 2:
+    raise ValueError(f"KID needs at least 2 images per set, got {len(a)} and {len(b)}")
+  rng = np.random.default_rng(seed)
+  kernel = lambda x, y: (x @ y.T / x.shape[1] + 1.0) ** 3
+  values = []
+  for _ in range(num_subsets):
+    x = a[rng.choice(len(a), m, replace=False)]
+    y = b[rng.choice(len(b), m, replace=False)]
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    off = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))
+    values.append(off(kxx) + off(kyy) - 2.0 * kxy.mean())
+  return float(np.mean(values)), float(np.std(values))
+
+
+def siglip_ir_features(workdir: str, batch_size: int = 32) -> Callable:
+  """IR-tower embedder of a SigLIP run: list of [H,W,1] in [0,1] -> [N, D] features.
+
+  Images are resized to the run's image size; features are the L2-normalised pooled IR
+  embeddings (what retrieval compares), in float64 for the kernel sums.
+  """
+  import json
+  import os
+
+  import ml_collections
+
+  from fusionrs_jax import checkpoint
+  from fusionrs_jax.trainers import siglip as siglip_trainer
+
+  with open(os.path.join(workdir, "config.json")) as f:
+    model = siglip_trainer.build_model(ml_collections.ConfigDict(json.load(f)))
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
+                                 async_save=False)
+  params = ckpt.restore_raw()["params"]
+  ckpt.close()
+  embed = jax.jit(lambda p, x: model.apply(p, x, "ir", method=model.embed_image))
+
+  def features(images) -> np.ndarray:
+    x = np.stack([resize(np.asarray(im, np.float32), model.image_size) for im in images])
+    x = x * 2.0 - 1.0  # the SigLIP input range
+    out = []
+    for start in range(0, len(x), batch_size):
+      chunk = x[start:start + batch_size]
+      pad = batch_size - len(chunk)
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
+      out.append(np.asarray(embed(params, chunk))[:batch_size - pad])
+    return np.concatenate(out).astype(np.float64)
+
+  return features
+
+
 # ----------------------------------------------------------------------------
 # Evaluator.
 # ----------------------------------------------------------------------------
@@ -215,6 +274,11 @@ class TranslationEvaluator:
       ref, _ = load_split(e.ref_ir_dir, e.ref_ir_split, "ir", 1, e.image_size, e.max_images)
       # Distribution metrics only need the pixel statistics: any mix of sizes is fine.
       self.ref_ir = [(x + 1) / 2 for x in ref]
+    self.kid_features, self.kid_args = None, {}
+    if e.get("kid_siglip") and self.ref_ir is not None:
+      self.kid_features = siglip_ir_features(e.kid_siglip)
+      self.ref_feats = self.kid_features(self.ref_ir)
+      self.kid_args = {"num_subsets": e.kid_subsets, "subset_size": e.kid_subset_size}
 
   def translate(self, params: Any) -> np.ndarray:
     """Generator output on all eval RGB images, in [0,1], 8-bit quantised. [N,H,W,1]."""
@@ -242,4 +306,7 @@ class TranslationEvaluator:
       if self.ref_ir is not None:
         dist = distribution_distances(fake, self.ref_ir)
         out.update({f"{name}/{k}": v for k, v in dist.items()})
+      if self.kid_features is not None:
+        out[f"{name}/kid"], out[f"{name}/kid_std"] = kid(
+            self.kid_features(list(fake)), self.ref_feats, **self.kid_args)
     return out

@@ -91,3 +91,43 @@ def test_baselines_and_image_decoding_round_trip():
   buf16 = io.BytesIO()
   Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(buf16, "PNG")
   np.testing.assert_allclose(tr.decode_image(buf16.getvalue(), 1), 1.0)
+
+
+def _naive_mmd2(x, y):
+  """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, by explicit loops."""
+  d, m = x.shape[1], len(x)
+  k = lambda a, b: (float(np.dot(a, b)) / d + 1.0) ** 3
+  xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+  yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+  xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+  return xx + yy - 2 * xy
+
+
+def test_kid_matches_naive_unbiased_mmd_and_orders_distributions():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(12, 5)), rng.normal(0.5, 1.0, size=(12, 5))
+  # One subset holding every row: exactly the naive estimator.
+  mean, std = tr.kid(a, b, num_subsets=1, subset_size=12)
+  assert mean == pytest.approx(_naive_mmd2(a, b), rel=1e-9) and std == 0.0
+  same = tr.kid(rng.normal(size=(200, 5)), rng.normal(size=(200, 5)), subset_size=50)[0]
+  shifted = tr.kid(rng.normal(size=(200, 5)), rng.normal(1.0, 1.0, size=(200, 5)),
+                   subset_size=50)[0]
+  assert abs(same) < 0.05 < shifted
+  with pytest.raises(ValueError, match="at least 2"):
+    tr.kid(a[:1], b)
+
+
+@pytest.mark.slow
+def test_kid_on_siglip_ir_features_of_a_trained_run(tiny_siglip_run):
+  _, workdir, _ = tiny_siglip_run
+  features = tr.siglip_ir_features(workdir, batch_size=4)
+  rng = np.random.default_rng(1)
+  dark = [rng.uniform(0.0, 0.2, (40, 30, 1)).astype(np.float32) for _ in range(6)]
+  bright = [rng.uniform(0.8, 1.0, (20, 20, 1)).astype(np.float32) for _ in range(6)]
+  f_dark, f_bright = features(dark), features(bright)
+  assert f_dark.shape == (6, 32) and np.allclose(np.linalg.norm(f_dark, axis=1), 1.0, atol=1e-5)
+  # Same images give the same features, whatever the batch padding.
+  np.testing.assert_allclose(features(dark[:3]), f_dark[:3], atol=1e-6)
+  within = tr.kid(f_dark[:3], f_dark[3:], num_subsets=1)[0]
+  across = tr.kid(f_dark, f_bright, num_subsets=1)[0]
+  assert across > within
