@@ -142,3 +142,19 @@ def test_beam_matches_local_ingest_and_ir_captions_on_ucm(shared_data, tmp_path)
   assert summary["splits"] == {s: v["records"] for s, v in local_info["splits"].items()}
   assert sum(summary["splits"].values()) > 2000  # 2100 images less rejects/duplicates
   _assert_same_dataset(local, str(tmp_path / "beam"), ("train", "val", "test"))
+
+
+def test_a_record_lost_inside_the_runner_fails_the_run(karpathy_source, tmp_path, monkeypatch):
+  real = beam_prep.place_duplicates
+
+  def drops_one(element):
+    outs = list(real(element))
+    ids = [value[1].id for kind, value in outs if kind == "record"]
+    # Drop the record of one image group, as the faulty runner did.
+    yield from ([o for o in outs if o[0] != "record"] if "toy/img0" in ids else outs)
+
+  monkeypatch.setattr(beam_prep, "place_duplicates", drops_one)
+  with pytest.raises(beam_prep.RecordsLostError, match="accepted 9 records but wrote 8"):
+    beam_prep.run(karpathy_source, str(tmp_path / "beam"), "toy",
+                  beam_prep.BeamOptions(ir_captions=False))
+  assert beam_prep.check_no_record_lost({"records_accepted": 3, "records_written": 3}) is None
