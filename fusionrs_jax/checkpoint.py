@@ -103,3 +103,13 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStruct tree carrying the given shardings (a restore target)."""
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def run_params(workdir: str, step: int | None = None) -> tuple[int, Any]:
+  """(step, params as numpy) of a run folder's newest (or given) checkpoint, whatever
+  topology wrote it."""
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, async_save=False)
+  step = ckpt.latest_step if step is None else step
+  raw = ckpt.restore_raw(step)
+  ckpt.close()
+  return step, raw["params"]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from fusionrs_jax import distributed
+from fusionrs_jax import checkpoint, distributed
 from tests.conftest import REPO
 
 # ----------------------------------------------------------------------------
@@ -102,17 +102,6 @@ def _train_log(workdir):
   return [r for r in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
 
 
-def _final_params(workdir):
-  """(latest step, params as numpy) of a run, whatever device topology wrote it."""
-  from fusionrs_jax import checkpoint
-
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
-                                 async_save=False)
-  step, raw = ckpt.latest_step, ckpt.restore_raw()
-  ckpt.close()
-  return step, raw["params"]
-
-
 @pytest.mark.slow
 def test_two_processes_of_4_devices_train_like_one_process_of_8(tiny_dataset, tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
@@ -137,7 +126,8 @@ def test_two_processes_of_4_devices_train_like_one_process_of_8(tiny_dataset, tm
     np.testing.assert_allclose([r[key] for r in multi_log], [r[key] for r in ref_log],
                                rtol=1e-5, atol=1e-6, err_msg=key)
   # Both processes wrote one Orbax checkpoint together; its params equal the reference.
-  (ref_step, ref_params), (step, params) = _final_params(single), _final_params(multi)
+  (ref_step, ref_params) = checkpoint.run_params(single)
+  (step, params) = checkpoint.run_params(multi)
   assert step == ref_step == STEPS
   flat_ref = dict(_flatten(ref_params))
   for path, value in _flatten(params):

@@ -82,14 +82,6 @@ def test_frozen_image_encoder_does_not_move(tiny_dataset):
   assert max(moved) > 0
 
 
-def _params(workdir):
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
-                                 async_save=False)
-  step, raw = ckpt.latest_step, ckpt.restore_raw()
-  ckpt.close()
-  return step, raw["params"]
-
-
 @pytest.mark.slow
 def test_main_two_steps_writes_metrics_samples_and_resumes_exactly(tiny_dataset, tmp_path):
   over = {"total_steps": 2, "eval_every": 2, "checkpoint_every": 1, "batch_size": 8,
@@ -110,7 +102,8 @@ def test_main_two_steps_writes_metrics_samples_and_resumes_exactly(tiny_dataset,
   config2 = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset,
                         **{**over, "eval_every": 100})
   main.run(config2, str(tmp_path / "b"))
-  (sa, a), (sb, b) = _params(str(tmp_path / "a")), _params(str(tmp_path / "b"))
+  (sa, a) = checkpoint.run_params(str(tmp_path / "a"))
+  (sb, b) = checkpoint.run_params(str(tmp_path / "b"))
   assert sa == sb == 2
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

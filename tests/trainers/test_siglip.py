@@ -16,14 +16,6 @@ from fusionrs_jax import checkpoint, main, metrics
 from tests.conftest import REPO
 
 
-def _params(workdir):
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
-                                 async_save=False)
-  step, raw = ckpt.latest_step, ckpt.restore_raw()
-  ckpt.close()
-  return step, raw["params"]
-
-
 @pytest.mark.slow
 def test_main_runs_tiny_preset_and_writes_metrics_checkpoint_and_table(tiny_siglip_run):
   config, workdir, result = tiny_siglip_run
@@ -37,7 +29,7 @@ def test_main_runs_tiny_preset_and_writes_metrics_checkpoint_and_table(tiny_sigl
   for d in ("rgb2text", "text2rgb", "ir2text", "text2ir", "rgb2ir", "ir2rgb"):
     assert 0.0 <= result[f"{d}/R@1"] <= result[f"{d}/R@5"] <= result[f"{d}/R@10"] <= 100.0
   assert os.path.exists(tmp_path / "images" / "retrieval_R5_0000004.png")
-  step, params = _params(str(tmp_path))
+  step, params = checkpoint.run_params(str(tmp_path))
   assert step == 4
   assert "vision_model" in params["params"]
   # A finished run resumed with the same config does no more steps.
@@ -78,8 +70,8 @@ def test_run_killed_with_sigkill_and_resumed_matches_uninterrupted_run(tiny_data
 
   subprocess.run(_cli(killed, tiny_dataset, steps), cwd=REPO, env=env, check=True,
                  capture_output=True)
-  step_a, a = _params(str(straight))
-  step_b, b = _params(str(killed))
+  step_a, a = checkpoint.run_params(str(straight))
+  step_b, b = checkpoint.run_params(str(killed))
   assert step_a == step_b == steps
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
