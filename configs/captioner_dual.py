@@ -62,15 +62,7 @@ def get_config(arg=None):
   # Compute dtype: float32 or bfloat16 (params and optimizer state stay float32).
   c.model.dtype = "float32"
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = lr
-  c.optim.warmup_steps = warmup
-  c.optim.end_lr_frac = 0.0
-  c.optim.weight_decay = 1e-4
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
-  c.optim.grad_clip = 1.0
-  c.optim.accum_steps = 1
+  c.optim = common.adamw_config(lr, warmup)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 32

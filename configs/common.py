@@ -78,6 +78,24 @@ def dataset_config(vocab_size: int) -> ml_collections.ConfigDict:
   return d
 
 
+def adamw_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
+  """The `config.optim` fields read by trainers.common.make_optimizer (AdamW, linear
+  warmup then cosine decay to lr * end_lr_frac, global-norm clipping)."""
+  o = ml_collections.ConfigDict()
+  o.lr = lr
+  o.warmup_steps = warmup_steps
+  o.end_lr_frac = 0.0
+  o.weight_decay = 1e-4
+  o.b1 = 0.9
+  o.b2 = 0.95
+  # 0 = no clipping.
+  o.grad_clip = 1.0
+  # >1 accumulates gradients over micro-steps (for the sigmoid loss: fewer negatives
+  # per update than one big batch would give).
+  o.accum_steps = 1
+  return o
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks any config to a seconds-long smoke run (size=tiny presets set the model)."""
   c.total_steps = 4

@@ -81,17 +81,7 @@ def get_config(arg=None):
   c.loss.weights = ml_collections.ConfigDict(
       {k: weights.get(k, 0.0) for k in ("rgb_text", "ir_text", "rgb_ir")})
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = lr
-  c.optim.warmup_steps = warmup
-  c.optim.end_lr_frac = 0.0
-  c.optim.weight_decay = 1e-4
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
-  c.optim.grad_clip = 1.0
-  # >1 accumulates gradients over micro-steps (note: the sigmoid loss then sees fewer
-  # negatives per update than one big batch would give).
-  c.optim.accum_steps = 1
+  c.optim = common.adamw_config(lr, warmup)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
