@@ -16,7 +16,9 @@ from fusionrs_jax import input_pipeline as ip
 from fusionrs_jax import records
 
 TASKS = ("caption", "ir_caption", "instruction")
-# Scene-caption prompt per captioner `inputs`; IR-aware captions always use IR_PROMPT.
+# Scene-caption prompt per captioner `inputs`; IR-aware captions always use IR_PROMPT. Every
+# `inputs` trains and is scored on every task: the rgb ablation describes the IR view from
+# the RGB image alone, which is the baseline the dual-image model has to beat.
 CAPTION_PROMPTS = {"rgb_ir": "caption rgb ir", "rgb": "caption rgb", "ir": "caption ir"}
 IR_PROMPT = "describe ir"
 SEP_PIECE = "<sep>"
@@ -62,7 +64,7 @@ def candidates(rec: records.Record, inputs: str) -> dict[str, list[tuple[str, st
   """task -> [(prompt, answer), ...] available in one record."""
   return {
       "caption": [(CAPTION_PROMPTS[inputs], c) for c in rec.captions],
-      "ir_caption": [(IR_PROMPT, c) for c in rec.ir_captions] if inputs != "rgb" else [],
+      "ir_caption": [(IR_PROMPT, c) for c in rec.ir_captions],
       "instruction": [(q["question"], q["answer"]) for q in rec.instructions],
   }
 

@@ -130,7 +130,7 @@ def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 
 
 def bar_chart(values: Mapping[str, float], title: str = "", vmax: float = 100.0,
-              width: int = 480, bar_height: int = 22) -> np.ndarray:
+              width: int = 480, bar_height: int = 22, label_width: int = 110) -> np.ndarray:
   """Horizontal bar chart of named values (e.g. R@5 per direction) as uint8 [H, W, 3]."""
   from PIL import ImageDraw
 
@@ -139,7 +139,7 @@ def bar_chart(values: Mapping[str, float], title: str = "", vmax: float = 100.0,
   img = Image.new("RGB", (width, height), "white")
   draw = ImageDraw.Draw(img)
   draw.text((8, 8), title, fill="black")
-  label_w, right = 110, width - 60
+  label_w, right = label_width, width - 60
   for i, (name, value) in enumerate(rows):
     y = 30 + i * bar_height
     draw.text((8, y + 4), name, fill="black")

@@ -34,6 +34,21 @@ def test_training_rows_are_prefix_lm_with_loss_on_the_answer(tiny_dataset):
   assert len(set(batch["task"].tolist())) > 1  # the mixture draws several tasks
 
 
+def test_every_inputs_ablation_gets_the_same_tasks_only_the_prompt_names_the_images():
+  from fusionrs_jax import records
+
+  rec = records.Record(id="r", source="s", split="test", rgb=b"x", ir=b"y",
+                       ir_origin="translated", captions=["a farm"], ir_captions=["dark fields"],
+                       instructions=[{"question": "is it bright?", "answer": "no"}])
+  got = {inputs: captioner_data.candidates(rec, inputs) for inputs in ("rgb_ir", "rgb", "ir")}
+  for inputs, pairs in got.items():
+    assert pairs["caption"] == [(captioner_data.CAPTION_PROMPTS[inputs], "a farm")]
+    # The RGB-only ablation also learns (and is scored on) IR-aware captions: describing the
+    # IR view from RGB alone is the baseline the dual-image model has to beat.
+    assert pairs["ir_caption"] == [(captioner_data.IR_PROMPT, "dark fields")]
+    assert pairs["instruction"] == [("is it bright?", "no")]
+
+
 def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
   config = tiny_config("captioner_dual", "size=tiny", tiny_dataset, total_steps=30,
                        **{"optim.lr": 3e-3, "optim.warmup_steps": 1, "data.augment": False})

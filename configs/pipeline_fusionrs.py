@@ -1,0 +1,87 @@
+r"""The FusionRS reproduction, end to end: `python -m fusionrs_jax.pipeline`.
+
+  python -m fusionrs_jax.pipeline --config=configs/pipeline_fusionrs.py
+  python -m fusionrs_jax.pipeline --config=configs/pipeline_fusionrs.py --config.seeds=1
+
+Stages (each resumable; a re-run skips finished ones): ingest UCM-captions and HIT-UAV ->
+train the RGB->IR translator -> translate UCM -> IR-aware captions + instructions ->
+tokenizer -> SigLIP variants x seeds -> HIT-UAV zero-shot presence -> captioners ->
+results/*.json and docs/RESULTS.md.
+
+Profiles through the config arg:
+  cpu   (default) fits ~75 min on a 2-core CPU: translator `small` 300 steps, SigLIP `mini`
+        250 steps x 3 variants x 3 seeds, captioner `small` (frozen SigLIP-mini encoder)
+        150 steps x 3 inputs
+  full  the same stages with each experiment file's own `small` presets and step counts
+        (several hours here)
+  tiny  seconds-long models, for the tests
+"""
+
+import os
+
+import ml_collections
+
+from configs import common
+
+
+def _data_root() -> str:
+  return os.environ.get("FUSIONRS_DATA_DIR", os.path.join("..", "shared", "data"))
+
+
+# profile -> translator (arg, steps), SigLIP (arg, steps), captioner (arg, steps), seeds
+PROFILES = {
+    "cpu": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250),
+            ("size=small", 150), 3),
+    "full": (("size=small,variant=ucm_hituav", 0), ("size=small", 0), ("size=small", 0), 3),
+    "tiny": (("size=tiny,variant=ucm_hituav", 4), ("size=tiny", 6), ("size=tiny", 4), 2),
+}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, profile="cpu")
+  translator, siglip, captioner, seeds = common.choose(arg.profile, PROFILES, "profile")
+  root = _data_root()
+  c = ml_collections.ConfigDict()
+  c.profile = arg.profile
+  # Sources (Karpathy JSON + images; COCO-style thermal boxes + images).
+  c.ucm_dir = os.path.join(root, "ucm_captions")
+  c.ucm_json = "dataset_ucm.json"
+  c.hit_uav_dir = os.path.join(root, "hit_uav")
+  # Prepared data and run folders.
+  c.out = "runs/fusionrs"
+  # One JSON per run plus summary.json.
+  c.results = "results"
+  # RESULTS.md and its figures (docs/results/*.png).
+  c.docs = "docs"
+  c.seeds = seeds
+
+  c.translator = ml_collections.ConfigDict()
+  c.translator.arg = translator[0]
+  # 0 = the experiment file's own step count.
+  c.translator.steps = translator[1]
+  c.translate_batch = 16
+
+  c.ir_captions = 4
+  c.vocab_size = 2000
+
+  c.siglip = ml_collections.ConfigDict()
+  c.siglip.arg = siglip[0]
+  c.siglip.steps = siglip[1]
+  c.siglip.variants = ("trimodal", "scene_captions", "rgb_only")
+  # Real-thermal zero-shot presence (HIT-UAV val boxes) of every SigLIP run.
+  c.presence_split = "val"
+
+  c.captioner = ml_collections.ConfigDict()
+  c.captioner.arg = captioner[0]
+  c.captioner.steps = captioner[1]
+  c.captioner.inputs = ("rgb_ir", "rgb", "ir")
+  # Image encoder: the RGB tower of this SigLIP run (seed 0), kept frozen.
+  c.captioner.encoder_from = "trimodal"
+  c.captioner.freeze_image_encoder = True
+  # Instruction items scored per eval (0 = all ~1800 of the UCM test split).
+  c.captioner.eval_max_records = 0
+
+  if arg.profile == "tiny":
+    c.vocab_size = 512
+    c.translate_batch = 4
+  return c

@@ -1,0 +1,204 @@
+r"""Zero-shot object presence on images with boxes (e.g. REAL thermal HIT-UAV val).
+
+For every class the SigLIP run scores two prompts per image, "an infrared aerial image
+with cars" and "an infrared aerial image without cars"; the score is their cosine
+difference, so "present" is predicted when the "with" prompt wins. Labels come from the
+record's boxes (`meta["objects"][i]["category"]`). Per class it reports
+
+  auc           ROC AUC of the score against presence (0.5 = chance, threshold-free)
+  acc           accuracy of the "with beats without" decision
+  balanced_acc  mean of the recalls of present and absent images (0.5 = chance)
+  chance_acc    accuracy of always answering the majority label (what acc must beat)
+  prevalence    fraction of images with the class
+
+Run on a finished SigLIP run folder:
+  python -m fusionrs_jax.evaluators.presence --checkpoint=workdirs/ucm_trimodal \
+    --data=data/hit_uav --split=val --out=presence.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fusionrs_jax import input_pipeline, records, sharding
+
+# Box category -> plural noun used in the prompts (HIT-UAV's categories).
+CLASSES = {"Person": "people", "Car": "cars", "Bicycle": "bicycles"}
+WITH_PROMPT = "an infrared aerial image with {}"
+WITHOUT_PROMPT = "an infrared aerial image without {}"
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """Area under the ROC curve (Mann-Whitney U with tied scores counted half); NaN when
+  only one label is present."""
+  scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+  pos, neg = int(labels.sum()), int((~labels).sum())
+  if not pos or not neg:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  ranks = np.empty(len(scores), np.float64)
+  sorted_scores = scores[order]
+  i = 0
+  while i < len(scores):
+    j = i
+    while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+      j += 1
+    ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0  # average rank of a tie group (1-based)
+    i = j + 1
+  u = ranks[labels].sum() - pos * (pos + 1) / 2.0
+  return float(u / (pos * neg))
+
+
+def class_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """Metrics of one class from scores (>0 = predicted present) and boolean labels."""
+  labels = np.asarray(labels, bool)
+  pred = np.asarray(scores) > 0
+  prevalence = float(labels.mean())
+  recalls = [float(np.mean(pred[labels == v] == v)) for v in (True, False) if (labels == v).any()]
+  return {
+      "auc": roc_auc(scores, labels),
+      "acc": float(np.mean(pred == labels)),
+      "balanced_acc": float(np.mean(recalls)),
+      "chance_acc": max(prevalence, 1.0 - prevalence),
+      "prevalence": prevalence,
+      "predicted_present": float(pred.mean()),
+  }
+
+
+def presence_labels(recs: Sequence[records.Record], classes: Sequence[str]) -> np.ndarray:
+  """[N, C] bool: does record n have a box of class c. Records without an `objects` list
+  are an error (presence would silently read as absent)."""
+  out = np.zeros([len(recs), len(classes)], bool)
+  for n, rec in enumerate(recs):
+    objects = rec.meta.get("objects")
+    if not isinstance(objects, list):
+      raise records.RecordError(f"record {rec.id!r} has no meta['objects'] box list; "
+                                f"presence needs box annotations (e.g. HIT-UAV)")
+    present = {o.get("category") for o in objects if isinstance(o, dict)}
+    out[n] = [c in present for c in classes]
+  return out
+
+
+def presence_scores(image_emb: np.ndarray, with_emb: np.ndarray,
+                    without_emb: np.ndarray) -> np.ndarray:
+  """[N, D] images, [C, D] "with" and "without" prompts (unit norm) -> [N, C] scores."""
+  return image_emb @ with_emb.T - image_emb @ without_emb.T
+
+
+def evaluate(embed_images: Callable[[np.ndarray], np.ndarray],
+             embed_texts: Callable[[list[str]], np.ndarray], recs: Sequence[records.Record],
+             images: np.ndarray, classes: dict[str, str] = CLASSES,
+             with_prompt: str = WITH_PROMPT, without_prompt: str = WITHOUT_PROMPT
+             ) -> dict[str, float]:
+  """Flat metrics `{class}/{metric}` plus `mean/{auc,balanced_acc}` over classes."""
+  names = list(classes)
+  labels = presence_labels(recs, names)
+  img = embed_images(images)
+  w = embed_texts([with_prompt.format(classes[c]) for c in names])
+  wo = embed_texts([without_prompt.format(classes[c]) for c in names])
+  scores = presence_scores(img, w, wo)
+  out: dict[str, float] = {"images": float(len(recs))}
+  for i, name in enumerate(names):
+    out.update({f"{name}/{k}": v for k, v in class_metrics(scores[:, i], labels[:, i]).items()})
+  for k in ("auc", "balanced_acc"):
+    out[f"mean/{k}"] = float(np.nanmean([out[f"{n}/{k}"] for n in names]))
+  return out
+
+
+def _batched(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """fn over fixed-size batches (the last padded) so it compiles once."""
+  out = []
+  for start in range(0, len(x), batch_size):
+    chunk = x[start:start + batch_size]
+    pad = batch_size - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    out.append(np.asarray(jax.device_get(fn(chunk)))[:batch_size - pad])
+  return np.concatenate(out).astype(np.float32)
+
+
+def evaluate_workdir(workdir: str, data_dir: str, split: str = "val", modality: str = "ir",
+                     step: int | None = None, batch_size: int = 64) -> dict[str, float]:
+  """Presence metrics of a SigLIP run folder's newest (or given) checkpoint on the
+  `modality` images of `data_dir:split`."""
+  from fusionrs_jax import checkpoint
+  from fusionrs_jax.trainers import common, siglip
+
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  model = siglip.build_model(config)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  step, raw = checkpoint.run_params(workdir, step)
+  params = jax.tree.map(jnp.asarray, raw)
+  tok = input_pipeline.Tokenizer(common.tokenizer_path(config.data))
+  pre = input_pipeline.Preprocess(image_size=model.image_size, tokenizer=None, text_len=1,
+                                  modalities=(modality,), caption_fields=(),
+                                  missing_modality="error", where=f"{data_dir}:{split}")
+  recs, images = [], []
+  for i, data in enumerate(d for p in records.list_shards(data_dir, split)
+                           for d in records.read_array_record(p)):
+    recs.append(records.decode(data, where=f"{data_dir}:{split} record #{i}"))
+    images.append(pre((i, data), None)[modality])
+  if not recs:
+    raise ValueError(f"{data_dir}:{split} has no records")
+  embed_images, embed_texts = siglip.make_embed_fns(model, mesh)
+  shards = sharding.num_batch_shards(mesh)
+  bs = -(-batch_size // shards) * shards
+  with sharding.activate(mesh):
+    out = evaluate(
+        lambda x: _batched(lambda c: embed_images(params, c, modality), x, bs),
+        lambda texts: _batched(lambda t: embed_texts(params, t),
+                               tok.encode(texts, model.text_len), bs),
+        recs, np.stack(images))
+  out["step"] = float(step)
+  return out
+
+
+def format_table(metrics: dict[str, float]) -> str:
+  names = [c for c in CLASSES if f"{c}/auc" in metrics]
+  cols = ("prevalence", "auc", "acc", "chance_acc", "balanced_acc")
+  lines = [f"{'class':<10}" + "".join(f"{c:>14}" for c in cols)]
+  for n in names:
+    lines.append(f"{n:<10}" + "".join(f"{metrics[f'{n}/{c}']:14.3f}" for c in cols))
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app, flags
+
+  del argv
+  f = flags.FLAGS
+  if not os.path.isfile(os.path.join(f.checkpoint, "config.json")):
+    raise app.UsageError(f"{f.checkpoint}/config.json not found: --checkpoint must be the run "
+                         "folder of a SigLIP training run")
+  if not os.path.isfile(os.path.join(f.data, records.INFO_FILE)):
+    raise app.UsageError(f"--data={f.data} has no {records.INFO_FILE}: not a prepared dataset")
+  result = evaluate_workdir(f.checkpoint, f.data, f.split, f.modality)
+  print(format_table(result))
+  print(json.dumps(result, indent=1, sort_keys=True))
+  if f.out:
+    records.write_json_atomic(f.out, result)
+
+
+def _define_flags() -> None:
+  from absl import flags
+
+  flags.DEFINE_string("checkpoint", None, "Run folder of a SigLIP training run.", required=True)
+  flags.DEFINE_string("data", None, "Dataset folder whose records carry boxes.", required=True)
+  flags.DEFINE_string("split", "val", "Split to evaluate.")
+  flags.DEFINE_enum("modality", "ir", ["ir", "rgb"], "Image field to score.")
+  flags.DEFINE_string("out", None, "Also write the metrics JSON here.")
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  _define_flags()
+  app.run(main)

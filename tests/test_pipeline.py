@@ -1,0 +1,126 @@
+"""The end-to-end pipeline on a 16-image slice of the real UCM/HIT-UAV data (tiny profile),
+plus the pieces its report relies on (noise-aware comparisons, presence metrics)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fusionrs_jax import pipeline
+from fusionrs_jax.evaluators import presence
+
+
+def test_compare_calls_differences_inside_the_seed_noise_that():
+  assert pipeline.compare([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])["verdict"] == "holds"
+  assert pipeline.compare([1.0, 2.0, 3.0], [10.0, 11.0, 12.0])["verdict"] == "reversed"
+  close = pipeline.compare([10.0, 14.0, 12.0], [11.0, 13.0, 11.5])
+  assert close["verdict"] == "within noise"
+  # noise = 2 * sqrt(sa^2/n + sb^2/n) with sample std (ddof=1).
+  np.testing.assert_allclose(close["noise"], 2 * np.sqrt(4 / 3 + np.var([11, 13, 11.5],
+                                                                        ddof=1) / 3))
+  assert "no noise estimate" in pipeline.compare([2.0], [1.0])["verdict"]
+
+
+def test_roc_auc_matches_pairwise_definition():
+  rng = np.random.default_rng(0)
+  scores = np.round(rng.normal(size=60), 1)  # rounding makes ties
+  labels = rng.random(60) < 0.4
+  pos, neg = scores[labels], scores[~labels]
+  pairwise = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+  np.testing.assert_allclose(presence.roc_auc(scores, labels), pairwise, rtol=1e-12)
+  assert presence.roc_auc(np.arange(4.0), np.array([0, 0, 1, 1], bool)) == 1.0
+  assert np.isnan(presence.roc_auc(np.arange(3.0), np.ones(3, bool)))
+
+
+def test_presence_metrics_on_known_scores():
+  labels = np.array([1, 1, 1, 0], bool)
+  m = presence.class_metrics(np.array([0.3, -0.1, 0.2, -0.5]), labels)
+  assert m["acc"] == 0.75 and m["chance_acc"] == 0.75 and m["prevalence"] == 0.75
+  assert m["balanced_acc"] == pytest.approx((2 / 3 + 1) / 2)
+  assert m["auc"] == 1.0
+
+
+def test_presence_labels_need_boxes():
+  from fusionrs_jax import records
+
+  rec = records.Record(id="a", source="s", split="val", ir=b"x", ir_origin="real",
+                       meta={"objects": [{"category": "Car", "bbox": [0, 0, 1, 1]}]})
+  np.testing.assert_array_equal(presence.presence_labels([rec], ["Person", "Car"]),
+                                [[False, True]])
+  with pytest.raises(records.RecordError, match="'b'.*objects"):
+    presence.presence_labels([records.Record(id="b", source="s", split="val", ir=b"x",
+                                             ir_origin="real")], ["Car"])
+
+
+def _slice_sources(shared: str, out: str) -> tuple[str, str]:
+  """UCM: 8 train / 4 val / 4 test images; HIT-UAV: 6 train / 6 val images (real files,
+  linked; the JSON files are filtered copies)."""
+  ucm = os.path.join(out, "ucm_captions")
+  os.makedirs(ucm)
+  with open(os.path.join(shared, "ucm_captions", "dataset_ucm.json")) as f:
+    data = json.load(f)
+  want = {"train": 8, "val": 4, "test": 4}
+  keep = []
+  for im in data["images"]:
+    if want.get(im["split"], 0) > 0:
+      want[im["split"]] -= 1
+      keep.append(im)
+  with open(os.path.join(ucm, "dataset_ucm.json"), "w") as f:
+    json.dump({**data, "images": keep}, f)
+  os.symlink(os.path.join(shared, "ucm_captions", "images"), os.path.join(ucm, "images"))
+  hit = os.path.join(out, "hit_uav")
+  os.makedirs(os.path.join(hit, "annotations"))
+  for split in ("train", "val"):
+    with open(os.path.join(shared, "hit_uav", "annotations", f"{split}.json")) as f:
+      ann = json.load(f)
+    images = ann["images"][:6]
+    ids = {im["id"] for im in images}
+    ann = {**ann, "images": images,
+           "annotation": [a for a in ann["annotation"] if a["image_id"] in ids]}
+    with open(os.path.join(hit, "annotations", f"{split}.json"), "w") as f:
+      json.dump(ann, f)
+  os.symlink(os.path.join(shared, "hit_uav", "images"), os.path.join(hit, "images"))
+  return ucm, hit
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_path):
+  from configs import pipeline_fusionrs
+
+  ucm, hit = _slice_sources(shared_data, str(tmp_path / "src"))
+  c = pipeline_fusionrs.get_config("profile=tiny")
+  c.ucm_dir, c.hit_uav_dir = ucm, hit
+  c.out, c.results, c.docs = (str(tmp_path / d) for d in ("runs", "results", "docs"))
+  pipe = pipeline.Pipeline(c)
+  lines = []
+  finished = pipe.run(echo=lines.append)
+
+  names = [s.name for s in pipe.stages()]
+  assert list(finished) == names
+  # 6 data stages, 3 variants x 2 seeds x (train + presence), 3 inputs + scene encoder.
+  assert len(names) == 6 + 12 + 4
+  assert finished["ingest_ucm"]["result"]["splits"] == {"train": 8, "val": 4, "test": 4}
+  assert finished["translate"]["result"]["translated"] == 16
+  summary = json.load(open(os.path.join(c.results, "summary.json")))
+  for v in ("trimodal", "scene_captions", "rgb_only"):
+    assert len(summary["retrieval"][v]["IR->text"]["per_seed"]) == 2
+    assert 0.0 <= summary["presence"][v]["mean/auc"]["mean"] <= 1.0
+  assert set(summary["captioning"]) == {"captioner_rgb_ir", "captioner_rgb", "captioner_ir",
+                                        "captioner_rgb_ir_scene_encoder"}
+  assert {cl["claim"] for cl in summary["claims"]} == {1, 2, 3, 4}
+  page = open(os.path.join(c.docs, "RESULTS.md")).read()
+  assert "## The four claims" in page and "| total" in page.replace("**", "")
+  for fig in ("translation_grid.png", "retrieval.png", "caption_pairs.png"):
+    assert os.path.getsize(os.path.join(c.docs, "results", fig)) > 0
+  for name in names:
+    assert os.path.exists(os.path.join(c.results, f"{name}.json"))
+
+  # A re-run does no work: every stage reports its earlier time, the report is rebuilt.
+  again = []
+  before = os.path.getmtime(os.path.join(c.out, "stages", "translator.json"))
+  pipe.run(echo=again.append)
+  assert all("done earlier" in line for line in again[:-1])
+  assert os.path.getmtime(os.path.join(c.out, "stages", "translator.json")) == before
+  # --redo forgets a stage family.
+  assert pipe.forget(["presence_rgb_only"]) == ["presence_rgb_only_s0", "presence_rgb_only_s1"]
