@@ -60,3 +60,33 @@ def test_param_and_adam_bytes_per_device_fall_linearly_with_fsdp(b16):
     # Biases, norms and the logit scale stay replicated: within 3% of exactly 1/fsdp.
     assert p == pytest.approx(full / fsdp, rel=0.03), (fsdp, p / full)
     assert o == pytest.approx(2 * p, rel=0.03), (fsdp, o / p)  # Adam: mu + nu
+
+
+@pytest.mark.parametrize("kind", ["multi_transform", "masked"])
+def test_optimizer_shardings_follow_params_through_masked_and_multi_transform_states(kind):
+  import optax
+
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "model": 1})
+  fsdp = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  repl = sharding.replicated(mesh)
+  params = {"enc": {"w": jax.ShapeDtypeStruct((16, 4), np.float32, sharding=fsdp)},
+            "dec": {"w": jax.ShapeDtypeStruct((16, 2), np.float32, sharding=fsdp),
+                    "b": jax.ShapeDtypeStruct((2,), np.float32, sharding=repl)}}
+  if kind == "multi_transform":
+    labels = {"enc": {"w": "frozen"}, "dec": {"w": "train", "b": "train"}}
+    tx = optax.multi_transform({"train": optax.adamw(1e-3), "frozen": optax.set_to_zero()},
+                               labels)
+  else:
+    tx = optax.masked(optax.adamw(1e-3), {"enc": {"w": False}, "dec": {"w": True, "b": True}})
+  opt_sh = common.optimizer_shardings(tx, params, mesh)
+  leaves = jax.tree_util.tree_leaves_with_path(jax.eval_shape(tx.init, params))
+  sh = jax.tree.leaves(opt_sh)
+  assert len(leaves) == len(sh)
+  by_name = {jax.tree_util.keystr(p): s for (p, _), s in zip(leaves, sh)}
+  moments = [k for k in by_name if "['dec']['w']" in k]
+  assert len(moments) == 2  # mu and nu of the trained 2-D weight
+  assert all(by_name[k] == fsdp for k in moments)
+  assert all(by_name[k] == repl for k in by_name if "['dec']['w']" not in k)
+  # The frozen encoder has no moments at all.
+  assert not any("['enc']" in k for k in by_name)
+  jax.jit(tx.init, out_shardings=opt_sh).lower(params).compile()

@@ -178,17 +178,40 @@ def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransf
   return state, shardings
 
 
-def optimizer_shardings(tx: optax.GradientTransformation, params: Any, mesh) -> Any:
-  """Shardings of tx.init(params): every params-shaped subtree (Adam mu/nu, ...) takes its
-  params' shardings, the rest (step counts) is replicated.
+def _path_names(path) -> tuple:
+  """A pytree key path as plain names: dict keys, attribute names, sequence indices."""
+  out = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        out.append(getattr(k, attr))
+        break
+  return tuple(out)
 
-  Explicit, because jit does not propagate input shardings to outputs that do not depend
-  on input values (zeros_like), which would leave FSDP moments replicated on every chip.
+
+def optimizer_shardings(tx: optax.GradientTransformation, params: Any, mesh) -> Any:
+  """Shardings of tx.init(params): every leaf whose key path ends in a param's key path
+  (with that param's shape) takes the param's sharding (Adam mu/nu, ...); the rest (step
+  counts, scalars) is replicated.
+
+  Matching by key path, not by tree structure, also covers optax.masked / multi_transform
+  states, whose masked-out subtrees are MaskedNode placeholders. Explicit at all, because jit
+  does not propagate input shardings to outputs that do not depend on input values
+  (zeros_like), which would leave FSDP moments replicated on every chip.
   """
-  param_sh = jax.tree.map(lambda x: x.sharding, params)
+  by_path = {_path_names(path): (x.shape, x.sharding)
+             for path, x in jax.tree_util.tree_leaves_with_path(params)}
   repl = sharding.replicated(mesh)
-  return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), param_sh,
-                               transform_non_params=lambda _: repl)
+
+  def pick(path, leaf):
+    names = _path_names(path)
+    for start in range(len(names)):  # longest matching suffix first
+      hit = by_path.get(names[start:])
+      if hit is not None and hit[0] == leaf.shape:
+        return hit[1]
+    return repl
+
+  return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(tx.init, params))
 
 
 def restore_or_init(run: Run, state: dict, shardings: Any, data_iterator=None
