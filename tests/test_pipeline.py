@@ -124,3 +124,27 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   assert os.path.getmtime(os.path.join(c.out, "stages", "translator.json")) == before
   # --redo forgets a stage family.
   assert pipe.forget(["presence_rgb_only"]) == ["presence_rgb_only_s0", "presence_rgb_only_s1"]
+
+
+def test_cli_lists_stages_and_names_a_missing_source_in_one_line(tmp_path):
+  import subprocess
+  import sys
+
+  from tests.conftest import REPO
+
+  base = [sys.executable, "-m", "fusionrs_jax.pipeline",
+          "--config=configs/pipeline_fusionrs.py:profile=tiny",
+          f"--config.out={tmp_path / 'runs'}", f"--config.results={tmp_path / 'results'}",
+          f"--config.docs={tmp_path / 'docs'}", f"--config.ucm_dir={tmp_path / 'nowhere'}"]
+  listed = subprocess.run(base + ["--list"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+  assert listed.returncode == 0, listed.stderr
+  names = [line.split()[0] for line in listed.stdout.splitlines()]
+  assert names[:6] == ["ingest_ucm", "ingest_hit_uav", "translator", "translate",
+                       "ir_captions", "tokenizer"]
+  assert "siglip_rgb_only_s1" in names and "captioner_ir" in names
+  failed = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert failed.returncode == 2
+  last = failed.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "nowhere/dataset_ucm.json not found" in last
+  assert "Traceback" not in failed.stderr
