@@ -109,6 +109,10 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   assert set(summary["captioning"]) == {"captioner_rgb_ir", "captioner_rgb", "captioner_ir",
                                         "captioner_rgb_ir_scene_encoder"}
   assert {cl["claim"] for cl in summary["claims"]} == {1, 2, 3, 4}
+  tr = summary["translation"]
+  assert set(tr["generator"]) == {"intensity_w1", "gradient_w1", "contrast_w1"}
+  # Gray and inverted gray share the gradient/contrast statistics (|d(1-x)| = |dx|).
+  assert tr["gray"]["gradient_w1"] == pytest.approx(tr["inverted"]["gradient_w1"], rel=1e-2)
   page = open(os.path.join(c.docs, "RESULTS.md")).read()
   assert "## The four claims" in page and "| total" in page.replace("**", "")
   for fig in ("translation_grid.png", "retrieval.png", "caption_pairs.png"):
