@@ -124,8 +124,9 @@ def place_duplicates(element) -> Iterator[tuple[str, Any]]:
   final, moves = local_ingest.plan_dedup(entries)
   for (pos, record), split in zip(members, final):
     if split != record.split:
-      record.meta["moved_from_split"] = record.split
-      record.split = split
+      # A new Record: Beam forbids changing an input element in place.
+      record = dataclasses.replace(
+          record, split=split, meta={**record.meta, "moved_from_split": record.split})
     yield "record", (pos, record)
   for move in moves:
     yield "move", move
@@ -262,17 +263,40 @@ class RecordsLostError(RuntimeError):
 def check_no_record_lost(counters: dict[str, int]) -> None:
   """Every accepted record must reach a shard (dedup, translation and captions are 1:1).
 
-  Seen here: the DirectRunner in multi_threading mode with 2 workers once dropped 1 of
-  2100 UCM records between the image check and the de-duplication GroupByKey, with no
-  error. This turns such a loss into a failed run instead of a silently short dataset.
+  A last line of defence: a runner that drops elements (see refuse_lossy_runner) fails
+  the run here instead of leaving a silently short dataset.
   """
   accepted, written = counters.get("records_accepted", 0), counters.get("records_written", 0)
   if accepted != written:
     raise RecordsLostError(
         f"Beam pipeline accepted {accepted} records but wrote {written}: records were lost "
-        f"inside the runner. Re-run (the shards are rewritten atomically), or use the "
-        f"default single-worker DirectRunner / a distributed runner instead of "
-        f"--direct_running_mode=multi_threading")
+        f"inside the runner. Re-run (the shards are rewritten atomically) on another "
+        f"runner or running mode")
+
+
+class LossyRunnerError(ValueError):
+  pass
+
+
+def refuse_lossy_runner(pipeline_options: PipelineOptions) -> None:
+  """Rejects the local runner setting known to lose elements.
+
+  Beam 2.77's DirectRunner with --direct_running_mode=multi_threading and more than one
+  worker drops elements with no error once they are large: a Beam-only pipeline (2100
+  elements of 60 kB, Reshuffle -> FlatMap -> GroupByKey) came out short in 4 of 9 runs (by
+  3 to 89 elements), and UCM ingest lost 1 of 2100 records in 2 of 5. With 100-byte
+  elements, or in multi_processing mode, nothing was lost (benchmarks/beam_runner_modes.py
+  measures it). multi_processing is also the mode that runs Python work in parallel.
+  """
+  opts = pipeline_options.get_all_options()
+  runner = str(opts.get("runner") or "DirectRunner")
+  workers = opts.get("direct_num_workers") or 1
+  if (runner.lower().removesuffix("runner") in ("direct", "") and workers != 1
+      and opts.get("direct_running_mode") == "multi_threading"):
+    raise LossyRunnerError(
+        f"--direct_running_mode=multi_threading with --direct_num_workers={workers} loses "
+        f"records in this Beam version (a runner bug; see data_prep.beam.refuse_lossy_runner); "
+        f"use --direct_running_mode=multi_processing for parallel local runs")
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -290,12 +314,13 @@ def run(spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions | No
   "name": record id prefix} (the ingest CLI's flags). Returns a summary like ingest's.
   """
   options = options or BeamOptions()
+  pipeline_options = PipelineOptions(list(pipeline_args))
+  refuse_lossy_runner(pipeline_options)
   os.makedirs(out_dir, exist_ok=True)
   work = os.path.join(out_dir, f".beam-{name}")
   shutil.rmtree(work, ignore_errors=True)  # lists of an interrupted earlier run
   os.makedirs(work)
   start = time.time()
-  pipeline_options = PipelineOptions(list(pipeline_args))
   with beam.Pipeline(options=pipeline_options) as p:
     build(p, spec, out_dir, name, options, work)
   result = p.result
@@ -362,7 +387,10 @@ def main(argv: list[str]) -> None:
                         translator=f.translator, translate_batch_size=f.translate_batch_size,
                         overwrite_ir=f.overwrite_ir, ir_captions=f.ir_captions,
                         num_captions=f.num_captions)
-  summary = run(spec, f.out, f.name, options, pipeline_args=argv[1:])
+  try:
+    summary = run(spec, f.out, f.name, options, pipeline_args=argv[1:])
+  except LossyRunnerError as e:
+    raise app.UsageError(str(e)) from e
   print(json.dumps(summary, indent=1))
 
 

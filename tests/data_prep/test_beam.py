@@ -158,3 +158,38 @@ def test_a_record_lost_inside_the_runner_fails_the_run(karpathy_source, tmp_path
     beam_prep.run(karpathy_source, str(tmp_path / "beam"), "toy",
                   beam_prep.BeamOptions(ir_captions=False))
   assert beam_prep.check_no_record_lost({"records_accepted": 3, "records_written": 3}) is None
+
+
+def test_multi_threaded_direct_runner_is_refused_before_anything_is_written(
+    karpathy_source, tmp_path):
+  out = tmp_path / "beam"
+  with pytest.raises(beam_prep.LossyRunnerError, match="multi_processing"):
+    beam_prep.run(karpathy_source, str(out), "toy", beam_prep.BeamOptions(ir_captions=False),
+                  pipeline_args=["--direct_num_workers=2",
+                                 "--direct_running_mode=multi_threading"])
+  assert not out.exists()
+  # One thread is not affected, and other runners are left to their own settings.
+  for args in (["--direct_num_workers=1", "--direct_running_mode=multi_threading"],
+               ["--runner=FlinkRunner", "--direct_num_workers=2",
+                "--direct_running_mode=multi_threading"]):
+    assert beam_prep.refuse_lossy_runner(beam_prep.PipelineOptions(args)) is None
+
+
+def test_dedup_move_leaves_the_input_record_unchanged():
+  rec = records.Record(id="toy/b", source="toy", split="test", rgb=b"x", captions=["c"])
+  first = records.Record(id="toy/a", source="toy", split="train", rgb=b"x", captions=["c"])
+  outs = list(beam_prep.place_duplicates(("sha", [(1, rec), (0, first)])))
+  placed = {v[1].id: v[1] for kind, v in outs if kind == "record"}
+  assert placed["toy/b"].split == "train"
+  assert placed["toy/b"].meta["moved_from_split"] == "test"
+  assert rec.split == "test" and "moved_from_split" not in rec.meta
+  assert [v["id"] for kind, v in outs if kind == "move"] == ["toy/b"]
+
+
+@pytest.mark.slow
+def test_two_process_direct_runner_writes_the_local_paths_records(karpathy_source, tmp_path):
+  local = _local_path(karpathy_source, str(tmp_path / "local"), 2)
+  beam_prep.run(karpathy_source, str(tmp_path / "beam"), "toy",
+                beam_prep.BeamOptions(records_per_shard=2),
+                pipeline_args=["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+  _assert_same_dataset(local, str(tmp_path / "beam"), ("train", "val", "test"))
