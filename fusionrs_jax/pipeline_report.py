@@ -72,8 +72,11 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
     if not r:
       continue
     row = {"inputs": inputs, "encoder": enc}
+    # METEOR is Meteor 1.5 when pycocoevalcap + Java ran it, else the exact-match stand-in.
+    row["meteor"] = "Meteor 1.5" if "caption/METEOR" in r else "exact-match approximation"
     for task in ("caption", "ir_caption"):
-      row.update({f"{task}/{m}": r.get(f"{task}/{m}") for m in CAPTION_METRICS})
+      row.update({f"{task}/{m}": r.get(f"{task}/{m}", r.get(f"{task}/{m}-exact"))
+                  for m in CAPTION_METRICS})
     row["answers/exact_match"] = r.get("answers/exact_match")
     row["answers/token_f1"] = r.get("answers/token_f1")
     captioning[name] = row
@@ -299,9 +302,12 @@ def _captioning_section(summary: dict, figs: dict[str, str], samples: list[dict]
   lines = []
   if summary["captioning"]:
     lines += ["## Captioning (UCM test, one seed per run)", "",
-              ("BLEU-4, ROUGE-L and CIDEr-D follow coco-caption; METEOR here is exact-match "
-               "only (no stemming/synonyms), so it is lower than the official METEOR. Answers "
-               "= exact match over all instruction items."), "",
+              ("BLEU-4, ROUGE-L and CIDEr-D are this project's implementations of coco-caption's "
+               "(equal to pycocoevalcap's to 1e-9); METEOR: "
+               + ", ".join(sorted({r["meteor"] for r in summary["captioning"].values()}))
+               + " (Meteor 1.5 is the coco-caption jar; the exact-match approximation reads "
+               "much higher and is not comparable to published METEOR). Answers = exact "
+               "match over all instruction items."), "",
               "| run | inputs | encoder | scene " + " | scene ".join(CAPTION_METRICS)
               + " | IR-aware " + " | IR-aware ".join(CAPTION_METRICS)
               + " | answers exact match | answers token F1 |", "|---" * 13 + "|"]

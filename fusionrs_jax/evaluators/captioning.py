@@ -1,9 +1,12 @@
-"""Captioning and short-answer metrics against all references: BLEU-1..4, METEOR (exact-match-only
-approximation), ROUGE-L, CIDEr-D, exact match and token F1, plus the evaluator the captioner trainer
-and this CLI share.
+"""Captioning and short-answer metrics against all references: BLEU-1..4, METEOR, ROUGE-L,
+CIDEr-D, exact match and token F1, plus the evaluator the captioner trainer and this CLI share.
 
-Own implementations that follow coco-caption (pycocoevalcap) conventions; pycocoevalcap is not
-installed and its METEOR needs Java. Text is lowercased and stripped of punctuation first.
+BLEU, ROUGE-L and CIDEr-D are own implementations of coco-caption's (pycocoevalcap) and equal
+its scorers to 1e-9 (tested). METEOR is the real Meteor 1.5 jar through pycocoevalcap
+(coco_caption.py) when that package and Java are installed (`pip install -e '.[coco]'`);
+otherwise the key is "METEOR-exact", an exact-match-only approximation that reads much higher
+than Meteor 1.5 and must not be compared with published METEOR. Text is lowercased and
+stripped of punctuation first.
   python -m fusionrs_jax.evaluators.captioning --predictions=preds.jsonl [--out=scores.json]
 where each JSONL line is {"prediction": str, "references": [str, ...], "task": str}.
 """
@@ -18,6 +21,8 @@ import re
 import string
 import sys
 from collections.abc import Callable, Iterable, Sequence
+
+from fusionrs_jax.evaluators import coco_caption
 
 # Tasks scored as captions; everything else is a short answer (exact match / token F1).
 CAPTION_TASKS = ("caption", "ir_caption", "describe_rgb", "describe_ir", "compare_views")
@@ -197,13 +202,19 @@ def _mean(xs: Iterable[float]) -> float:
   return sum(xs) / len(xs) if xs else 0.0
 
 
-def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]
-                    ) -> dict[str, float]:
-  """{BLEU-1..4, METEOR, ROUGE-L, CIDEr-D} in [0, 1] (CIDEr-D in [0, 10]) over a set."""
+def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]],
+                    official_meteor: bool | None = None) -> dict[str, float]:
+  """{BLEU-1..4, METEOR, ROUGE-L, CIDEr-D} in [0, 1] (CIDEr-D in [0, 10]) over a set.
+
+  official_meteor: None = Meteor 1.5 when coco_caption.available(), else "METEOR-exact".
+  """
   hyps = [tokenize(p) for p in predictions]
   refs = [[tokenize(r) for r in rs] for rs in references]
   out = {f"BLEU-{n}": s for n, s in enumerate(bleu(hyps, refs), 1)}
-  out["METEOR"] = meteor(hyps, refs)
+  if coco_caption.available() if official_meteor is None else official_meteor:
+    out["METEOR"] = coco_caption.meteor(hyps, refs)[0]
+  else:
+    out["METEOR-exact"] = meteor(hyps, refs)
   out["ROUGE-L"] = rouge_l(hyps, refs)
   out["CIDEr-D"] = cider_d(hyps, refs)[0]
   return out
