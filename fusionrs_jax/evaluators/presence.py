@@ -171,15 +171,13 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import app, flags
+  from absl import flags
+
+  from fusionrs_jax.evaluators import retrieval
 
   del argv
   f = flags.FLAGS
-  if not os.path.isfile(os.path.join(f.checkpoint, "config.json")):
-    raise app.UsageError(f"{f.checkpoint}/config.json not found: --checkpoint must be the run "
-                         "folder of a SigLIP training run")
-  if not os.path.isfile(os.path.join(f.data, records.INFO_FILE)):
-    raise app.UsageError(f"--data={f.data} has no {records.INFO_FILE}: not a prepared dataset")
+  retrieval.check_run_and_data_flags(f.checkpoint, f.data)
   result = evaluate_workdir(f.checkpoint, f.data, f.split, f.modality)
   print(format_table(result))
   print(json.dumps(result, indent=1, sort_keys=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -179,18 +179,25 @@ def format_table(metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)) -> s
   return "\n".join(lines)
 
 
+def check_run_and_data_flags(checkpoint: str, data: str | None) -> None:
+  """UsageError unless --checkpoint is a SigLIP run folder and --data (if given) a dataset."""
+  from absl import app
+
+  if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+    raise app.UsageError(f"{checkpoint}/config.json not found: --checkpoint must be the run "
+                         "folder of a SigLIP training run (the --workdir given to main)")
+  if data and not os.path.isfile(os.path.join(data, records.INFO_FILE)):
+    raise app.UsageError(f"--data={data} has no {records.INFO_FILE}: not a prepared dataset")
+
+
 def main(argv: Sequence[str]) -> None:
-  from absl import app, flags
+  from absl import flags
 
   from fusionrs_jax.trainers import siglip
 
   del argv
   f = flags.FLAGS
-  if not os.path.isfile(os.path.join(f.checkpoint, "config.json")):
-    raise app.UsageError(f"{f.checkpoint}/config.json not found: --checkpoint must be the run "
-                         "folder of a SigLIP training run (the --workdir given to main)")
-  if f.data and not os.path.isfile(os.path.join(f.data, records.INFO_FILE)):
-    raise app.UsageError(f"--data={f.data} has no {records.INFO_FILE}: not a prepared dataset")
+  check_run_and_data_flags(f.checkpoint, f.data)
   result = siglip.evaluate_workdir(f.checkpoint, split=f.split, data_dir=f.data, step=f.step)
   print(format_table(result))
   print(json.dumps(result, indent=1, sort_keys=True))
