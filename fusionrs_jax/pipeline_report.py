@@ -64,6 +64,12 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
       for cl in PRESENCE_CLASSES:
         presence[v][f"{cl}/prevalence"] = pres[0][f"{cl}/prevalence"]
         presence[v][f"{cl}/chance_acc"] = pres[0][f"{cl}/chance_acc"]
+      # Data facts, the same for every seed (absent in stage files of older runs).
+      for key in [f"{cl}/{m}" for cl in PRESENCE_CLASSES
+                  for m in ("median_box_px", "train_caption_mentions")] + [
+                      "image_size", "patch_size", "train_captions"]:
+        if key in pres[0]:
+          presence[v][key] = pres[0][key]
   out["retrieval"], out["presence"] = retrieval, presence
 
   captioning = {}
@@ -293,8 +299,19 @@ def _presence_section(summary: dict) -> list[str]:
                  + f" | {_pm(t['mean/auc'], digits=3)} | "
                  f"{_pm(t['mean/balanced_acc'], digits=3)} |")
   first = next(iter(summary["presence"].values()))
-  return lines + ["", "Prevalence in HIT-UAV val: " + ", ".join(
-      f"{cl} {first[f'{cl}/prevalence']:.2f}" for cl in PRESENCE_CLASSES) + ".", ""]
+  lines += ["", "Prevalence in HIT-UAV val: " + ", ".join(
+      f"{cl} {first[f'{cl}/prevalence']:.2f}" for cl in PRESENCE_CLASSES) + "."]
+  if "Person/median_box_px" in first:
+    lines += ["", (f"Can the test be passed? At the model's {first['image_size']:.0f} px input "
+                   f"(ViT patch {first['patch_size']:.0f} px) the median object's longest side "
+                   "is " + ", ".join(f"{cl} {first[f'{cl}/median_box_px']:.1f} px"
+                                     for cl in PRESENCE_CLASSES) + "; of the "
+                   f"{first['train_captions']:.0f} training captions (scene + IR-aware) "
+                   + ", ".join(f"{first[f'{cl}/train_caption_mentions']:.0f} name {cl}"
+                               for cl in PRESENCE_CLASSES)
+                   + ". A class the captions never name, or smaller than a patch, is not "
+                   "a fair test of transfer.")]
+  return lines + [""]
 
 
 def _captioning_section(summary: dict, figs: dict[str, str], samples: list[dict],

@@ -53,6 +53,42 @@ def test_presence_labels_need_boxes():
                                              ir_origin="real")], ["Car"])
 
 
+def _png(width: int, height: int) -> bytes:
+  import io
+
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.new("L", (width, height)).save(buf, "PNG")
+  return buf.getvalue()
+
+
+def test_box_sizes_are_measured_at_the_model_input_resolution():
+  from fusionrs_jax import records
+
+  objs = [{"category": "Car", "bbox": [0, 0, 32, 16]},    # 6.4 x 4.0 px at 64 x 64
+          {"category": "Car", "bbox": [10, 10, 10, 40]},  # 2.0 x 10.0 px
+          {"category": "Car", "bbox": [5, 5, 15, 8]},     # 3.0 x 2.0 px
+          {"category": "Person", "bbox": [1, 1, 5, 4]}]
+  rec = records.Record(id="h/1", source="h", split="val", ir=_png(320, 256),
+                       ir_origin="real", meta={"objects": objs})
+  got = presence.median_box_px([rec], ["Car", "Person", "Bicycle"], image_size=64)
+  assert got["Car"] == pytest.approx(6.4)
+  assert got["Person"] == pytest.approx(1.0)
+  assert np.isnan(got["Bicycle"])
+  broken = records.Record(id="h/2", source="h", split="val", ir=b"not an image",
+                          ir_origin="real", meta={"objects": objs})
+  with pytest.raises(records.RecordError, match="'h/2'.*unreadable ir"):
+    presence.median_box_px([broken], ["Car"], image_size=64)
+
+
+def test_caption_mentions_count_whole_words_of_each_class():
+  texts = ["Many cars are parked.", "A carpet of green fields.", "Two people and a bike.",
+           "a car near PEOPLE", "bicycles"]
+  assert presence.caption_mentions(texts, ["Person", "Car", "Bicycle"]) == {
+      "Person": 2, "Car": 2, "Bicycle": 2}
+
+
 def _slice_sources(shared: str, out: str) -> tuple[str, str]:
   """UCM: 8 train / 4 val / 4 test images; HIT-UAV: 6 train / 6 val images (real files,
   linked; the JSON files are filtered copies)."""
@@ -106,6 +142,9 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   for v in ("trimodal", "scene_captions", "rgb_only"):
     assert len(summary["retrieval"][v]["IR->text"]["per_seed"]) == 2
     assert 0.0 <= summary["presence"][v]["mean/auc"]["mean"] <= 1.0
+    # The 8 training images' 40 scene captions + 4 IR-aware captions each.
+    assert summary["presence"][v]["train_captions"] == 8 * 5 + 8 * 4
+    assert summary["presence"][v]["Car/median_box_px"] > 0
   assert set(summary["captioning"]) == {"captioner_rgb_ir", "captioner_rgb", "captioner_ir",
                                         "captioner_rgb_ir_scene_encoder"}
   assert {cl["claim"] for cl in summary["claims"]} == {1, 2, 3, 4}
@@ -115,6 +154,7 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   assert tr["gray"]["gradient_w1"] == pytest.approx(tr["inverted"]["gradient_w1"], rel=1e-2)
   page = open(os.path.join(c.docs, "RESULTS.md")).read()
   assert "## The four claims" in page and "| total" in page.replace("**", "")
+  assert "Can the test be passed?" in page
   for fig in ("translation_grid.png", "retrieval.png", "caption_pairs.png"):
     assert os.path.getsize(os.path.join(c.docs, "results", fig)) > 0
   for name in names:

@@ -11,6 +11,14 @@ record's boxes (`meta["objects"][i]["category"]`). Per class it reports
   chance_acc    accuracy of always answering the majority label (what acc must beat)
   prevalence    fraction of images with the class
 
+and two diagnostics that say whether the test can be passed at all:
+
+  median_box_px           median longest box side at the model's input size (the whole
+                          image squashed to image_size^2), against its ViT patch size
+  train_caption_mentions  captions of the run's training split naming the class (any of
+                          NOUN_FORMS); a class the captions never name has no trained
+                          text embedding to match
+
 Run on a finished SigLIP run folder:
   python -m fusionrs_jax.evaluators.presence --checkpoint=workdirs/ucm_trimodal \
     --data=data/hit_uav --split=val --out=presence.json
@@ -18,14 +26,18 @@ Run on a finished SigLIP run folder:
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
+from PIL import Image
 
 from fusionrs_jax import input_pipeline, records, sharding
 
@@ -33,6 +45,9 @@ from fusionrs_jax import input_pipeline, records, sharding
 CLASSES = {"Person": "people", "Car": "cars", "Bicycle": "bicycles"}
 WITH_PROMPT = "an infrared aerial image with {}"
 WITHOUT_PROMPT = "an infrared aerial image without {}"
+# Words that count as naming a class in a training caption (whole words, lower case).
+NOUN_FORMS = {"Person": ("people", "person", "persons", "pedestrian", "pedestrians"),
+              "Car": ("car", "cars"), "Bicycle": ("bicycle", "bicycles", "bike", "bikes")}
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -84,6 +99,39 @@ def presence_labels(recs: Sequence[records.Record], classes: Sequence[str]) -> n
     present = {o.get("category") for o in objects if isinstance(o, dict)}
     out[n] = [c in present for c in classes]
   return out
+
+
+def median_box_px(recs: Sequence[records.Record], classes: Sequence[str], image_size: int,
+                  modality: str = "ir") -> dict[str, float]:
+  """Median longest side, in model-input pixels, of each class's boxes ([x, y, w, h] in the
+  stored image's pixels) once the `modality` image is resized to image_size x image_size.
+  NaN for a class without boxes."""
+  sides: dict[str, list[float]] = {c: [] for c in classes}
+  for rec in recs:
+    data = getattr(rec, modality)
+    try:
+      width, height = Image.open(io.BytesIO(data)).size
+    except (OSError, ValueError) as e:
+      raise records.RecordError(f"record {rec.id!r}: unreadable {modality} image ({e})") from e
+    for obj in rec.meta.get("objects") or []:
+      if isinstance(obj, dict) and obj.get("category") in sides:
+        w, h = obj["bbox"][2:4]
+        sides[obj["category"]].append(max(w * image_size / width, h * image_size / height))
+  return {c: float(np.median(v)) if v else float("nan") for c, v in sides.items()}
+
+
+def caption_mentions(texts: Sequence[str], classes: Sequence[str],
+                     forms: dict[str, Sequence[str]] = NOUN_FORMS) -> dict[str, int]:
+  """How many of `texts` name each class (any of its word forms, whole words)."""
+  patterns = {c: re.compile(r"\b(" + "|".join(map(re.escape, forms[c])) + r")\b")
+              for c in classes}
+  return {c: sum(bool(p.search(t.lower())) for t in texts) for c, p in patterns.items()}
+
+
+def training_captions(data_dir: str, split: str = "train") -> list[str]:
+  """Scene and IR-aware captions of a dataset split (what the text tower was trained on)."""
+  return [t for rec in records.read_records(records.list_shards(data_dir, split))
+          for t in (*rec.captions, *rec.ir_captions)]
 
 
 def presence_scores(image_emb: np.ndarray, with_emb: np.ndarray,
@@ -158,15 +206,31 @@ def evaluate_workdir(workdir: str, data_dir: str, split: str = "val", modality: 
                                tok.encode(texts, model.text_len), bs),
         recs, np.stack(images))
   out["step"] = float(step)
+  names = list(CLASSES)
+  out["image_size"], out["patch_size"] = float(model.image_size), float(model.patch_size)
+  for c, px in median_box_px(recs, names, model.image_size, modality).items():
+    out[f"{c}/median_box_px"] = px
+  train_dir = config.data.dir
+  if os.path.isdir(train_dir):
+    texts = training_captions(train_dir)
+    out["train_captions"] = float(len(texts))
+    for c, n in caption_mentions(texts, names).items():
+      out[f"{c}/train_caption_mentions"] = float(n)
+  else:
+    logging.warning("training data %s not found: caption mentions not counted", train_dir)
   return out
 
 
 def format_table(metrics: dict[str, float]) -> str:
   names = [c for c in CLASSES if f"{c}/auc" in metrics]
-  cols = ("prevalence", "auc", "acc", "chance_acc", "balanced_acc")
-  lines = [f"{'class':<10}" + "".join(f"{c:>14}" for c in cols)]
+  cols = tuple(c for c in ("prevalence", "auc", "acc", "chance_acc", "balanced_acc",
+                            "median_box_px", "train_caption_mentions")
+               if f"{names[0]}/{c}" in metrics)
+  widths = [max(14, len(c) + 2) for c in cols]
+  lines = [f"{'class':<10}" + "".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
   for n in names:
-    lines.append(f"{n:<10}" + "".join(f"{metrics[f'{n}/{c}']:14.3f}" for c in cols))
+    lines.append(f"{n:<10}" + "".join(f"{metrics[f'{n}/{c}']:{w}.3f}"
+                                      for c, w in zip(cols, widths)))
   return "\n".join(lines)
 
 
