@@ -38,7 +38,7 @@ def _step_worker(preset: str, per_device: int, steps: int) -> dict:
   mesh = sharding.make_mesh({"data": -1})
   model = trainer.build_model(config)
   tx = common.make_optimizer(config.optim, 1000)
-  state, shardings = common.init_state(trainer._init_params(config, model), tx, 0, mesh)
+  state, shardings = common.init_state(trainer.init_fn(model), tx, 0, mesh)
   step = jax.jit(trainer.make_train_step(model, tx, config, mesh),
                  in_shardings=(shardings, None), out_shardings=(shardings, None),
                  donate_argnums=0)

@@ -95,7 +95,7 @@ def first_of_id(element) -> Iterator[tuple[str, Any]]:
   members = sorted(members, key=lambda m: m[0])
   yield "item", members[0]
   for pos, item in members[1:]:
-    yield "reject", (pos, 0, local_ingest._reject(item.id, item.file, "duplicate_id",
+    yield "reject", (pos, 0, local_ingest.reject_entry(item.id, item.file, "duplicate_id",
                                                  "an earlier item has this id"))
 
 
@@ -335,7 +335,7 @@ def run(spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions | No
     reject_counts[r["reason"]] = reject_counts.get(r["reason"], 0) + 1
   _write_lines(os.path.join(out_dir, local_ingest.REJECTS_FILE), rejects)
   written = {row["path"] for row in _read_jsonl(os.path.join(work, "shards.jsonl"))}
-  local_ingest._remove_stale_shards(out_dir, name, written)
+  local_ingest.remove_stale_shards(out_dir, name, written)
   extra = {"ingest": {"source_args": spec, "min_size": options.min_size,
                       "rejects": dict(sorted(reject_counts.items())), "dedup_moves": moves,
                       "tfrecord_export": False},

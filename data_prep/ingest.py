@@ -43,7 +43,7 @@ def _work_dir(out_dir: str, name: str) -> str:
 # ----------------------------------------------------------------------------
 
 
-def _reject(item_id: str, file: str, reason: str, detail: str, **extra) -> dict[str, Any]:
+def reject_entry(item_id: str, file: str, reason: str, detail: str, **extra) -> dict[str, Any]:
   return {"id": item_id, "file": file, "reason": reason, "detail": detail, **extra}
 
 
@@ -52,11 +52,11 @@ def _clean_captions(record: Record, file: str) -> list[dict[str, Any]]:
   kept, rejects = [], []
   for i, text in enumerate(record.captions):
     if not isinstance(text, str):
-      rejects.append(_reject(record.id, file, "non_text_caption",
+      rejects.append(reject_entry(record.id, file, "non_text_caption",
                              f"caption {i} is a {type(text).__name__}: {text!r}",
                              caption_index=i))
     elif not text.strip():
-      rejects.append(_reject(record.id, file, "empty_caption", f"caption {i} is empty",
+      rejects.append(reject_entry(record.id, file, "empty_caption", f"caption {i} is empty",
                              caption_index=i))
     else:
       kept.append(text.strip())
@@ -73,12 +73,12 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
   try:
     record = item if isinstance(item, Record) else item.load()
   except ItemRejected as e:
-    return None, [_reject(item_id, file, e.reason, e.detail)]
+    return None, [reject_entry(item_id, file, e.reason, e.detail)]
   had_captions = bool(record.captions)
   rejects = _clean_captions(record, file)
   if had_captions and not record.captions:
     # Nothing left to train a captioner on: the whole sample goes, with one reason.
-    return None, [_reject(item_id, file, rejects[0]["reason"], "every caption is empty "
+    return None, [reject_entry(item_id, file, rejects[0]["reason"], "every caption is empty "
                           "or not text")]
   try:
     record.validate()
@@ -91,9 +91,9 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
       raise ItemRejected("image_too_small",
                          f"{width}x{height} px is below --min_size={min_size}")
   except ItemRejected as e:
-    return None, [_reject(item_id, file, e.reason, e.detail)]
+    return None, [reject_entry(item_id, file, e.reason, e.detail)]
   except records.RecordError as e:
-    return None, [_reject(item_id, file, "invalid_record", str(e))]
+    return None, [reject_entry(item_id, file, "invalid_record", str(e))]
   return record, rejects
 
 
@@ -172,7 +172,7 @@ def _check_unique(item: SourceItem | Record, seen: set[str],
                   min_size: int) -> tuple[Record | None, list[dict]]:
   if item.id in seen:
     file = item.file if isinstance(item, SourceItem) else item.meta.get("file", "")
-    return None, [_reject(item.id, file, "duplicate_id", "an earlier item has this id")]
+    return None, [reject_entry(item.id, file, "duplicate_id", "an earlier item has this id")]
   seen.add(item.id)
   return check_item(item, min_size)
 
@@ -242,7 +242,7 @@ def _write_shards(out_dir: str, name: str, split: str, payloads: Iterator[bytes]
   return paths
 
 
-def _remove_stale_shards(out_dir: str, name: str, keep: set[str]) -> None:
+def remove_stale_shards(out_dir: str, name: str, keep: set[str]) -> None:
   """Shards of this dataset name that the current run did not write (old counts/splits)."""
   for path in glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(name)}-*")):
     rest = os.path.basename(path)[len(name) + 1:]
@@ -308,7 +308,7 @@ def ingest(items: Iterable[SourceItem | Record], out_dir: str, name: str,
   if options.tfrecord:
     for split, paths in written.items():
       written[split] = paths + tfds_export.write_tfrecords(paths)
-  _remove_stale_shards(out_dir, name, {p for paths in written.values() for p in paths})
+  remove_stale_shards(out_dir, name, {p for paths in written.values() for p in paths})
   reject_counts = _write_rejects(out_dir, chunks)
   extra = {"ingest": {"source_args": options.source_args, "min_size": options.min_size,
                       "items": sum(c["items"] for c in chunks), "rejects": reject_counts,

@@ -115,18 +115,18 @@ def make_train_loader(data_dir: str, split: str, *, batch_size: int, image_size:
   Batches: rgb [B,S,S,3], ir [B,S,S,1] f32 in [-1,1] (+ has_rgb/has_ir), tokens/mask_ar [B,L]
   int32, input_mask/loss_mask [B,L] bool, task [B] int32 (index into TASKS), index [B].
   """
-  shard_index, shard_count = ip._shards(None, None)
+  shard_index, shard_count = ip.process_shard(None, None)
   source = ip.IndexedSource(records.list_shards(data_dir, split))
   tok = ip.Tokenizer(tokenizer_path)
   images = ip.Preprocess(image_size=image_size, tokenizer=tok, text_len=text_len,
                          modalities=ip.MODALITIES, caption_fields=(),
-                         augment=ip._as_augment(augment), missing_modality="zeros",
+                         augment=ip.as_augment(augment), missing_modality="zeros",
                          where=f"{data_dir}:{split}")
   fn = CaptionerPreprocess(images, tok, inputs, dict(task_weights), text_len, prompt_len)
   shard_options = grain.sharding.ShardOptions(shard_index, shard_count)
   sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard_options,
                                         shuffle=True, num_epochs=None, seed=seed)
-  ip._ensure_absl_flags(worker_count)
+  ip.ensure_absl_flags(worker_count)
   return grain.DataLoader(
       data_source=source, sampler=sampler,
       operations=[_Map(fn), grain.transforms.Batch(batch_size, drop_remainder=True)],
@@ -157,7 +157,7 @@ def eval_items(data_dir: str, split: str, image_size: int, inputs: str, tasks: S
   for i, rec in enumerate(records.read_records(paths)):
     if max_records and i >= max_records:
       break
-    img = prep._images(rec, None)
+    img = prep.decode_images(rec, None)
     pairs = candidates(rec, inputs)
     if "caption" in tasks and rec.captions:
       items.append(EvalItem(rec.id, "caption", CAPTION_PROMPTS[inputs], list(rec.captions),

@@ -172,7 +172,7 @@ class Preprocess:
     out = {"index": np.int32(index)}
     # Captions are drawn before the crop so the choice does not depend on image sizes.
     out.update(self._texts(rec, rng))
-    out.update(self._images(rec, rng))
+    out.update(self.decode_images(rec, rng))
     if self.with_label:
       out["label"] = np.asarray(rec.label)
     return out
@@ -195,7 +195,7 @@ class Preprocess:
       return np.zeros([self.text_len], np.int32), np.bool_(False)
     return self.tokenizer.encode([text], self.text_len)[0], np.bool_(True)
 
-  def _images(self, rec: records.Record, rng) -> dict[str, np.ndarray]:
+  def decode_images(self, rec: records.Record, rng) -> dict[str, np.ndarray]:
     size, out = self.image_size, {}
     present = {m: getattr(rec, m) for m in self.modalities if getattr(rec, m)}
     missing = [m for m in self.modalities if m not in present]
@@ -302,7 +302,8 @@ class GlobalBatchSampler:
 # ----------------------------------------------------------------------------
 
 
-def _shards(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+def process_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  """(this process's index, number of processes) unless given: which slice of the data it reads."""
   if shard_index is None or shard_count is None:
     import jax
     shard_index = jax.process_index() if shard_index is None else shard_index
@@ -312,14 +313,14 @@ def _shards(shard_index: int | None, shard_count: int | None) -> tuple[int, int]
   return shard_index, shard_count
 
 
-def _ensure_absl_flags(worker_count: int) -> None:
+def ensure_absl_flags(worker_count: int) -> None:
   """grain worker processes read absl flags; parse defaults when the caller did not."""
   from absl import flags
   if worker_count > 0 and not flags.FLAGS.is_parsed():
     flags.FLAGS(sys.argv[:1])
 
 
-def _as_augment(augment: Any) -> Augment | None:
+def as_augment(augment: Any) -> Augment | None:
   """True/False, an Augment, or a mapping of Augment fields (e.g. config.data.augment)."""
   if isinstance(augment, bool):
     return Augment() if augment else None
@@ -367,12 +368,12 @@ def make_train_loader(
   `augment`: True (Augment() defaults), False, an Augment or a mapping of its fields.
   """
   _check(modalities, caption_fields, missing_modality, batch_size, image_size, text_len)
-  shard_index, shard_count = _shards(shard_index, shard_count)
+  shard_index, shard_count = process_shard(shard_index, shard_count)
   source = IndexedSource(records.list_shards(data_dir, split))
   if len(source) < shard_count:
     raise ValueError(f"{data_dir!r} split {split!r} has {len(source)} records, fewer than "
                      f"the {shard_count} processes reading it")
-  augment = _as_augment(augment)
+  augment = as_augment(augment)
   preprocess = Preprocess(
       image_size=image_size, tokenizer=Tokenizer(tokenizer_path), text_len=text_len,
       modalities=tuple(modalities), caption_fields=tuple(caption_fields),
@@ -380,7 +381,7 @@ def make_train_loader(
       where=f"{data_dir}:{split}")
   shard_options = grain.sharding.ShardOptions(shard_index, shard_count)
   sampler = GlobalBatchSampler(len(source), batch_size, shard_count, seed, num_epochs)
-  _ensure_absl_flags(worker_count)
+  ensure_absl_flags(worker_count)
   return grain.DataLoader(
       data_source=source, sampler=sampler,
       operations=[_TrainMap(preprocess),
@@ -438,7 +439,7 @@ def make_eval_batches(
   exactly once with mask True, and every process yields the same number of batches.
   """
   _check(modalities, caption_fields, missing_modality, batch_size, image_size, text_len)
-  shard_index, shard_count = _shards(shard_index, shard_count)
+  shard_index, shard_count = process_shard(shard_index, shard_count)
   source = IndexedSource(records.list_shards(data_dir, split))
   preprocess = Preprocess(
       image_size=image_size, tokenizer=Tokenizer(tokenizer_path), text_len=text_len,
@@ -450,7 +451,7 @@ def make_eval_batches(
   ds = ds.batch(batch_size, drop_remainder=False).to_iter_dataset(
       grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2, read_threads)))
   if worker_count > 0:
-    _ensure_absl_flags(worker_count)
+    ensure_absl_flags(worker_count)
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return ds
 

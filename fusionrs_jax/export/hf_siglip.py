@@ -167,13 +167,13 @@ def _unfuse_head(sd, hf_prefix):
 # ------------------------------------------------------------------------------------------------
 
 
-def _plain(params):
+def plain_params(params):
     """Accepts {"params": ...} or the params tree, boxed (LogicallyPartitioned) or not."""
     params = nn.meta.unbox(params)
     return params.get("params", params)
 
 
-def _get(tree, path):
+def get_path(tree, path):
     for p in path:
         tree = tree[p]
     return tree
@@ -185,9 +185,9 @@ def _set(tree, path, value):
     tree[path[-1]] = value
 
 
-def _apply_table(params, rows):
+def apply_rename_table(params, rows):
     return {
-        hf: np.ascontiguousarray(_to_hf(kind, np.asarray(_get(params, ours), np.float32)))
+        hf: np.ascontiguousarray(_to_hf(kind, np.asarray(get_path(params, ours), np.float32)))
         for ours, hf, kind in rows
     }
 
@@ -204,14 +204,15 @@ def _read_table(sd, rows, heads_of, out=None):
 
 def to_hf_state_dict(params, hp: dict) -> dict:
     """Our params (RGB + text towers) -> `SiglipModel` state dict of float32 numpy arrays."""
-    sd = _apply_table(_plain(params), siglip_table(hp))
+    sd = apply_rename_table(plain_params(params), siglip_table(hp))
     _fuse_head(sd, "vision_model.")
     return sd
 
 
 def ir_to_hf_state_dict(params, hp: dict) -> dict:
     """The separate IR tower -> `SiglipVisionModel` state dict."""
-    sd = _apply_table(_plain(params), vision_table(("ir_vision_model",), "", hp["depth"]))
+    sd = apply_rename_table(plain_params(params),
+                            vision_table(("ir_vision_model",), "", hp["depth"]))
     _fuse_head(sd, "")
     return sd
 
@@ -323,7 +324,7 @@ def save_hf_siglip(params, hp: dict, out_dir: str) -> None:
     """
     from transformers import SiglipModel, SiglipVisionModel
 
-    params = _plain(params)
+    params = plain_params(params)
     _save_torch(SiglipModel, hf_siglip_config(hp), to_hf_state_dict(params, hp), out_dir)
     if "ir_vision_model" in params:
         channels = params["ir_vision_model"]["patch_embedding"]["kernel"].shape[2]
@@ -528,7 +529,7 @@ def export_run(workdir: str, out_dir: str, step=None, tokenizer: str | None = No
     raw = checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
     ).restore_raw(step)
-    params = jax.tree_util.tree_map(np.asarray, _plain(raw["params"]))
+    params = jax.tree_util.tree_map(np.asarray, plain_params(raw["params"]))
     save_hf_siglip(params, hp, out_dir)
     save_hf_tokenizer(spm_path, out_dir, hp["text_len"])
     _write_json(

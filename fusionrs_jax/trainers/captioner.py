@@ -117,7 +117,7 @@ def make_evaluator(config, model, mesh, data_dir: str, split: str):
   return captioning.CaptioningEvaluator(items, batches, generate)
 
 
-def _init_params(model):
+def init_fn(model):
   return lambda rng: model.init(rng, **captioner_model.dummy_inputs(model))
 
 
@@ -127,7 +127,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   data_dir = common.prepare_dataset(config.data)
   model = build_model(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
-  state, shardings = common.init_state(_init_params(model), tx, config.seed, run.mesh)
+  state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
   loader = captioner_data.make_train_loader(
       data_dir, config.data.train_split, batch_size=common.local_batch_size(config),
       image_size=model.vision_hp["image_size"], seed=config.seed,

@@ -118,7 +118,7 @@ def build_demo_dataset(data_dir: str, data_config) -> None:
                                 image_size=data_config.demo_image_size,
                                 seed=data_config.demo_seed)
     ir_captions.annotate_folder(raw, data_dir, splits=("train", "val", "test"), resume=True)
-  _sync("demo_world")
+  sync_hosts("demo_world")
 
 
 def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
@@ -126,10 +126,10 @@ def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
 
   if jax.process_index() == 0:
     tokenizer.train_tokenizer(tokenizer.train_texts([data_dir]), path, vocab_size=vocab_size)
-  _sync("tokenizer")
+  sync_hosts("tokenizer")
 
 
-def _sync(name: str) -> None:
+def sync_hosts(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
 

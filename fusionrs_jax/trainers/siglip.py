@@ -98,7 +98,7 @@ def make_evaluator(config, model, mesh, data_dir: str, split: str):
       ks=config.eval.ks, rgb_prompt=config.eval.rgb_prompt, ir_prompt=config.eval.ir_prompt)
 
 
-def _init_params(config, model):
+def init_fn(model):
   return lambda rng: model.init(rng, **siglip_model.dummy_inputs(model))
 
 
@@ -124,7 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   data_dir = common.prepare_dataset(config.data)
   model = build_model(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
-  state, shardings = common.init_state(_init_params(config, model), tx, config.seed, run.mesh)
+  state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
   loader = input_pipeline.make_train_loader(
       data_dir, config.data.train_split, batch_size=common.local_batch_size(config),
       image_size=model.image_size, seed=config.seed,

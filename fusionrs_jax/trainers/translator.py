@@ -142,7 +142,7 @@ def ensure_demo_world(data) -> None:
     demo_world.build_demo_world(data.rgb_dir, num_train=data.demo_num_train,
                                 num_val=data.demo_num_val, num_test=data.demo_num_test,
                                 image_size=data.demo_image_size, seed=data.demo_seed)
-  common._sync("translator_demo_world")
+  common.sync_hosts("translator_demo_world")
 
 
 # ----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
   model = captioner.build_model(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
-  state, shardings = common.init_state(captioner._init_params(model), tx, 0, mesh)
+  state, shardings = common.init_state(captioner.init_fn(model), tx, 0, mesh)
   loader = captioner_data.make_train_loader(
       tiny_dataset, "train", batch_size=16, image_size=32, seed=0,
       tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
@@ -77,7 +77,7 @@ def test_frozen_image_encoder_does_not_move(tiny_dataset):
   model = captioner.build_model(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
-  state, _ = common.init_state(captioner._init_params(model), tx, 0, mesh)
+  state, _ = common.init_state(captioner.init_fn(model), tx, 0, mesh)
   before = jax.tree.map(np.asarray, state["params"])
   loader = captioner_data.make_train_loader(
       tiny_dataset, "train", batch_size=8, image_size=32, seed=0,
