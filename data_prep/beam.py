@@ -96,7 +96,7 @@ def first_of_id(element) -> Iterator[tuple[str, Any]]:
   yield "item", members[0]
   for pos, item in members[1:]:
     yield "reject", (pos, 0, local_ingest.reject_entry(item.id, item.file, "duplicate_id",
-                                                 "an earlier item has this id"))
+                                                      "an earlier item has this id"))
 
 
 def check(element, min_size: int) -> Iterator[tuple[str, Any]]:

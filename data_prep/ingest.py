@@ -53,11 +53,11 @@ def _clean_captions(record: Record, file: str) -> list[dict[str, Any]]:
   for i, text in enumerate(record.captions):
     if not isinstance(text, str):
       rejects.append(reject_entry(record.id, file, "non_text_caption",
-                             f"caption {i} is a {type(text).__name__}: {text!r}",
-                             caption_index=i))
+                                  f"caption {i} is a {type(text).__name__}: {text!r}",
+                                  caption_index=i))
     elif not text.strip():
       rejects.append(reject_entry(record.id, file, "empty_caption", f"caption {i} is empty",
-                             caption_index=i))
+                                  caption_index=i))
     else:
       kept.append(text.strip())
   record.captions = kept
@@ -79,7 +79,7 @@ def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None,
   if had_captions and not record.captions:
     # Nothing left to train a captioner on: the whole sample goes, with one reason.
     return None, [reject_entry(item_id, file, rejects[0]["reason"], "every caption is empty "
-                          "or not text")]
+                               "or not text")]
   try:
     record.validate()
     width, height = record.meta.get("width"), record.meta.get("height")

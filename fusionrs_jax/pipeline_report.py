@@ -302,15 +302,17 @@ def _presence_section(summary: dict) -> list[str]:
   lines += ["", "Prevalence in HIT-UAV val: " + ", ".join(
       f"{cl} {first[f'{cl}/prevalence']:.2f}" for cl in PRESENCE_CLASSES) + "."]
   if "Person/median_box_px" in first:
-    lines += ["", (f"Can the test be passed? At the model's {first['image_size']:.0f} px input "
-                   f"(ViT patch {first['patch_size']:.0f} px) the median object's longest side "
-                   "is " + ", ".join(f"{cl} {first[f'{cl}/median_box_px']:.1f} px"
-                                     for cl in PRESENCE_CLASSES) + "; of the "
-                   f"{first['train_captions']:.0f} training captions (scene + IR-aware) "
-                   + ", ".join(f"{first[f'{cl}/train_caption_mentions']:.0f} name {cl}"
-                               for cl in PRESENCE_CLASSES)
-                   + ". A class the captions never name, or smaller than a patch, is not "
-                   "a fair test of transfer.")]
+    text = (f"Can the test be passed? At the model's {first['image_size']:.0f} px input "
+            f"(ViT patch {first['patch_size']:.0f} px) the median object's longest side is "
+            + ", ".join(f"{cl} {first[f'{cl}/median_box_px']:.1f} px"
+                        for cl in PRESENCE_CLASSES))
+    # Counted only when the run's training data was still on disk.
+    if "train_captions" in first:
+      text += (f"; of the {first['train_captions']:.0f} training captions (scene + IR-aware) "
+               + ", ".join(f"{first[f'{cl}/train_caption_mentions']:.0f} name {cl}"
+                           for cl in PRESENCE_CLASSES))
+    lines += ["", text + ". A class the captions never name, or smaller than a patch, is not "
+              "a fair test of transfer."]
   return lines + [""]
 
 

@@ -192,3 +192,21 @@ def test_cli_lists_stages_and_names_a_missing_source_in_one_line(tmp_path):
   last = failed.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "nowhere/dataset_ucm.json not found" in last
   assert "Traceback" not in failed.stderr
+
+
+def test_presence_section_explains_box_sizes_without_the_training_captions():
+  from fusionrs_jax import pipeline_report
+
+  stat = {"mean": 0.5, "std": 0.01, "per_seed": [0.49, 0.51]}
+  row = {f"{cl}/{m}": stat for cl in pipeline_report.PRESENCE_CLASSES for m in ("auc",)}
+  row.update({"mean/auc": stat, "mean/balanced_acc": stat, "image_size": 64.0,
+              "patch_size": 8.0})
+  for cl, px in zip(pipeline_report.PRESENCE_CLASSES, (2.4, 6.6, 3.5)):
+    row[f"{cl}/prevalence"], row[f"{cl}/median_box_px"] = 0.5, px
+  text = "\n".join(pipeline_report._presence_section({"presence": {"trimodal": row}}))
+  assert "Person 2.4 px, Car 6.6 px, Bicycle 3.5 px" in text
+  assert "training captions" not in text
+  row.update({"train_captions": 100.0, "Person/train_caption_mentions": 0.0,
+              "Car/train_caption_mentions": 40.0, "Bicycle/train_caption_mentions": 0.0})
+  text = "\n".join(pipeline_report._presence_section({"presence": {"trimodal": row}}))
+  assert "of the 100 training captions (scene + IR-aware) 0 name Person, 40 name Car" in text

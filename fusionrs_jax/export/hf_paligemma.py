@@ -65,10 +65,9 @@ def to_hf_state_dict(params, vision_depth: int, llm_depth: int) -> dict[str, np.
   vision = [r for r in hf_siglip.vision_table(("img",), "model.vision_tower.", vision_depth)
             if "head" not in r[0]]
   sd = hf_siglip.apply_rename_table(p, vision)
-  sd.update(hf_siglip.apply_rename_table(p, [(("img_head", "kernel"),
-                                        "model.multi_modal_projector.linear.weight", "dense"),
-                                       (("img_head", "bias"),
-                                        "model.multi_modal_projector.linear.bias", "id")]))
+  sd.update(hf_siglip.apply_rename_table(p, [
+      (("img_head", "kernel"), "model.multi_modal_projector.linear.weight", "dense"),
+      (("img_head", "bias"), "model.multi_modal_projector.linear.bias", "id")]))
   for ours, hf, kind in _llm_table(llm_depth):
     sd[hf] = np.ascontiguousarray(
         _gemma_to_hf(kind, np.asarray(hf_siglip.get_path(p, ours), np.float32)))
