@@ -31,6 +31,7 @@ def _count_to(path: str):
   def write(kv) -> None:
     with open(path, "w") as f:
       f.write(str(len(list(kv[1]))))
+
   return write
 
 
@@ -40,13 +41,19 @@ def elements_out(mode: str, elements: int, size: int, workers: int = 2) -> int:
     out = os.path.join(tmp, "count")
     args = [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
     with beam.Pipeline(options=PipelineOptions(args)) as p:
-      (p | beam.Create(range(elements)) | beam.Map(_payload, size) | beam.Reshuffle()
-       | "Check" >> beam.FlatMap(lambda e: [e])
-       | "KeyByContent" >> beam.Map(lambda e: (hashlib.sha256(e[1]).hexdigest(), e[0]))
-       | "GroupByContent" >> beam.GroupByKey()
-       | "Members" >> beam.FlatMap(lambda kv: list(kv[1]))
-       | "OneKey" >> beam.Map(lambda i: (None, i)) | "All" >> beam.GroupByKey()
-       | "Count" >> beam.Map(_count_to(out)))
+      (
+        p
+        | beam.Create(range(elements))
+        | beam.Map(_payload, size)
+        | beam.Reshuffle()
+        | "Check" >> beam.FlatMap(lambda e: [e])
+        | "KeyByContent" >> beam.Map(lambda e: (hashlib.sha256(e[1]).hexdigest(), e[0]))
+        | "GroupByContent" >> beam.GroupByKey()
+        | "Members" >> beam.FlatMap(lambda kv: list(kv[1]))
+        | "OneKey" >> beam.Map(lambda i: (None, i))
+        | "All" >> beam.GroupByKey()
+        | "Count" >> beam.Map(_count_to(out))
+      )
     with open(out) as f:
       return int(f.read())
 
@@ -54,15 +61,22 @@ def elements_out(mode: str, elements: int, size: int, workers: int = 2) -> int:
 def main(argv):
   del argv
   f = flags.FLAGS
-  report = {"beam": beam.__version__, "elements": f.elements, "bytes_per_element": f.bytes,
-            "workers": 2, "modes": {}}
+  report = {
+    "beam": beam.__version__,
+    "elements": f.elements,
+    "bytes_per_element": f.bytes,
+    "workers": 2,
+    "modes": {},
+  }
   for mode in ("multi_threading", "multi_processing"):
     start = time.perf_counter()
     outs = [elements_out(mode, f.elements, f.bytes) for _ in range(f.runs)]
     report["modes"][mode] = {
-        "elements_out": outs, "runs_short": sum(o != f.elements for o in outs),
-        "elements_lost": sum(f.elements - o for o in outs),
-        "seconds_per_run": round((time.perf_counter() - start) / f.runs, 2)}
+      "elements_out": outs,
+      "runs_short": sum(o != f.elements for o in outs),
+      "elements_lost": sum(f.elements - o for o in outs),
+      "seconds_per_run": round((time.perf_counter() - start) / f.runs, 2),
+    }
   print(json.dumps(report, indent=1))
 
 

@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fusionrs_jax import decoding
-from fusionrs_jax.models import captioner, gemma, siglip
+from fusionrs_jax.models import captioner, decoding, gemma, siglip
 from fusionrs_jax.trainers import captioner as trainer
 
 SIZES = {"tiny": ("tiny", "tiny", 512), "small": ("small", "small", 2000)}
@@ -35,6 +34,7 @@ def _timed(fn, repeats: int) -> float:
 
 def train_speed(model, params, batch, text_len, repeats):
   import optax
+
   tx = optax.adamw(1e-4)
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0)}
   step = jax.jit(trainer.make_train_step(model, tx))
@@ -65,20 +65,25 @@ def torch_speed(model, params, batch, max_len, repeats):
     tm = PaliGemmaForConditionalGeneration.from_pretrained(out).eval()
   prompt = np.asarray(batch["prompt"])
   inp = hf_paligemma.hf_inputs(prompt, model.num_image_tokens, model.llm_hp["vocab_size"])
-  pix = hf_paligemma.pixel_values(np.asarray(batch["rgb"]), np.asarray(batch["ir"]),
-                                  model.inputs)
-  kwargs = {"input_ids": torch.from_numpy(inp["input_ids"]),
-            "token_type_ids": torch.from_numpy(inp["token_type_ids"]),
-            "attention_mask": torch.ones(inp["input_ids"].shape, dtype=torch.long),
-            "pixel_values": torch.from_numpy(pix), "max_new_tokens": max_len,
-            "min_new_tokens": max_len, "do_sample": False, "pad_token_id": 0, "eos_token_id": 1}
+  pix = hf_paligemma.pixel_values(np.asarray(batch["rgb"]), np.asarray(batch["ir"]), model.inputs)
+  kwargs = {
+    "input_ids": torch.from_numpy(inp["input_ids"]),
+    "token_type_ids": torch.from_numpy(inp["token_type_ids"]),
+    "attention_mask": torch.ones(inp["input_ids"].shape, dtype=torch.long),
+    "pixel_values": torch.from_numpy(pix),
+    "max_new_tokens": max_len,
+    "min_new_tokens": max_len,
+    "do_sample": False,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+  }
   with torch.no_grad():
     out = tm.generate(**kwargs)
     start = time.perf_counter()
     for _ in range(repeats):
       tm.generate(**kwargs)
   secs = (time.perf_counter() - start) / repeats
-  return prompt.shape[0] * max_len / secs, out[:, inp["input_ids"].shape[1]:].numpy()
+  return prompt.shape[0] * max_len / secs, out[:, inp["input_ids"].shape[1] :].numpy()
 
 
 def main(argv) -> int:
@@ -94,33 +99,56 @@ def main(argv) -> int:
   max_len = 8 if args.quick else args.max_len
   repeats = 1 if args.quick else args.repeats
   vit, llm, vocab = SIZES[size]
-  model = captioner.captioner_from_presets(siglip.siglip_preset(vit), gemma.gemma_preset(llm),
-                                           vocab)
-  params = gemma.nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0),
-                                              **captioner.dummy_inputs(model)))
+  model = captioner.captioner_from_presets(
+    siglip.siglip_preset(vit), gemma.gemma_preset(llm), vocab
+  )
+  params = gemma.nn.unbox(
+    jax.jit(model.init)(jax.random.PRNGKey(0), **captioner.dummy_inputs(model))
+  )
   s, b, text_len = model.vision_hp["image_size"], args.batch, 32
   rng = np.random.RandomState(0)
   rgb = rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
   ir = rng.uniform(-1, 1, (b, s, s, 1)).astype(np.float32)
   tokens = rng.randint(5, vocab, (b, text_len)).astype(np.int32)
   mask_ar = (np.arange(text_len) >= 8).astype(np.int32)[None].repeat(b, 0)
-  train_batch = {"rgb": rgb, "ir": ir, "tokens": tokens, "input_mask": np.ones_like(tokens, bool),
-                 "mask_ar": mask_ar, "loss_mask": mask_ar.astype(bool)}
+  train_batch = {
+    "rgb": rgb,
+    "ir": ir,
+    "tokens": tokens,
+    "input_mask": np.ones_like(tokens, bool),
+    "mask_ar": mask_ar,
+    "loss_mask": mask_ar.astype(bool),
+  }
   prompt = np.concatenate([[[2]] * b, rng.randint(5, vocab, (b, 6)), [[4]] * b], 1)
-  dec_batch = {"rgb": rgb, "ir": ir, "prompt": prompt.astype(np.int32),
-               "prompt_mask": np.ones(prompt.shape, bool)}
-  result = {"size": size, "batch": b, "max_len": max_len, "prefix_tokens":
-            model.num_image_tokens + prompt.shape[1], "devices": jax.device_count()}
+  dec_batch = {
+    "rgb": rgb,
+    "ir": ir,
+    "prompt": prompt.astype(np.int32),
+    "prompt_mask": np.ones(prompt.shape, bool),
+  }
+  result = {
+    "size": size,
+    "batch": b,
+    "max_len": max_len,
+    "prefix_tokens": model.num_image_tokens + prompt.shape[1],
+    "devices": jax.device_count(),
+  }
   result["train_tokens_per_sec"] = train_speed(model, params, train_batch, text_len, repeats)
   with_cache, without, ours = decode_speeds(model, params, dec_batch, max_len, repeats)
-  result.update(decode_tokens_per_sec_kv_cache=with_cache,
-                decode_tokens_per_sec_no_cache=without, kv_cache_speedup=with_cache / without)
+  result.update(
+    decode_tokens_per_sec_kv_cache=with_cache,
+    decode_tokens_per_sec_no_cache=without,
+    kv_cache_speedup=with_cache / without,
+  )
   torch_tps, theirs = torch_speed(model, params, dec_batch, max_len, repeats)
-  result.update(torch_decode_tokens_per_sec=torch_tps,
-                jax_vs_torch_decode_ratio=with_cache / torch_tps,
-                greedy_tokens_equal_torch=bool((ours == theirs).all()))
-  text = json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()},
-                    indent=2)
+  result.update(
+    torch_decode_tokens_per_sec=torch_tps,
+    jax_vs_torch_decode_ratio=with_cache / torch_tps,
+    greedy_tokens_equal_torch=bool((ours == theirs).all()),
+  )
+  text = json.dumps(
+    {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}, indent=2
+  )
   print(text)
   if args.out:
     with open(args.out, "w") as f:

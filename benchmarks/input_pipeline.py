@@ -19,10 +19,29 @@ import time
 import numpy as np
 from PIL import Image
 
-from fusionrs_jax import input_pipeline, records
+from fusionrs_jax.core import records
+from fusionrs_jax.data import input_pipeline
 
-WORDS = ("building", "road", "car", "tree", "river", "field", "roof", "warm", "cold",
-         "parking", "lot", "bright", "dark", "near", "many", "few", "white", "green")
+WORDS = (
+  "building",
+  "road",
+  "car",
+  "tree",
+  "river",
+  "field",
+  "roof",
+  "warm",
+  "cold",
+  "parking",
+  "lot",
+  "bright",
+  "dark",
+  "near",
+  "many",
+  "few",
+  "white",
+  "green",
+)
 
 
 def _jpeg(img: Image.Image) -> bytes:
@@ -47,29 +66,54 @@ def build_shards(out_dir: str, num_records: int, size: int = 256) -> str:
     pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     img = Image.fromarray(pixels)
     words = lambda k: " ".join(rng.choice(WORDS, k))
-    recs.append(records.Record(
-        id=f"bench{i:05d}", source="benchmark", split="train", rgb=_jpeg(img),
-        ir=_jpeg(img.convert("L")), ir_origin="rendered",
+    recs.append(
+      records.Record(
+        id=f"bench{i:05d}",
+        source="benchmark",
+        split="train",
+        rgb=_jpeg(img),
+        ir=_jpeg(img.convert("L")),
+        ir_origin="rendered",
         captions=[f"a {words(6)}" for _ in range(5)],
-        ir_captions=[f"thermal {words(5)}" for _ in range(2)]))
+        ir_captions=[f"thermal {words(5)}" for _ in range(2)],
+      )
+    )
   records.write_split(recs, out_dir, "bench", "train", records_per_shard=64)
   text = os.path.join(out_dir, "captions.txt")
   with open(text, "w") as f:
     f.write("\n".join(c for r in recs for c in r.captions + r.ir_captions))
   prefix = os.path.join(out_dir, "spm")
   spm.SentencePieceTrainer.train(
-      input=text, model_prefix=prefix, vocab_size=200, model_type="unigram", pad_id=0,
-      eos_id=1, bos_id=2, unk_id=3, hard_vocab_limit=False, minloglevel=2)
+    input=text,
+    model_prefix=prefix,
+    vocab_size=200,
+    model_type="unigram",
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
   return prefix + ".model"
 
 
-def measure(data_dir: str, spm_path: str, *, image_size: int, worker_count: int,
-            batch_size: int, batches: int) -> dict:
+def measure(
+  data_dir: str, spm_path: str, *, image_size: int, worker_count: int, batch_size: int, batches: int
+) -> dict:
   """records/s of the train loader after one warm-up batch (worker start-up excluded)."""
   loader = input_pipeline.make_train_loader(
-      data_dir, "train", batch_size=batch_size, image_size=image_size, seed=0,
-      tokenizer_path=spm_path, text_len=32, shard_index=0, shard_count=1,
-      worker_count=worker_count)
+    data_dir,
+    "train",
+    batch_size=batch_size,
+    image_size=image_size,
+    seed=0,
+    tokenizer_path=spm_path,
+    text_len=32,
+    shard_index=0,
+    shard_count=1,
+    worker_count=worker_count,
+  )
   it = iter(loader)
   next(it)
   start = time.perf_counter()
@@ -79,17 +123,22 @@ def measure(data_dir: str, spm_path: str, *, image_size: int, worker_count: int,
   assert batch["rgb"].shape == (batch_size, image_size, image_size, 3)
   del it, loader, batch
   gc.collect()  # stop worker processes before the next configuration starts its own
-  return {"image_size": image_size, "worker_count": worker_count,
-          "batch_size": batch_size, "batches": batches,
-          "records_per_s": round(batches * batch_size / seconds, 1)}
+  return {
+    "image_size": image_size,
+    "worker_count": worker_count,
+    "batch_size": batch_size,
+    "batches": batches,
+    "records_per_s": round(batches * batch_size / seconds, 1),
+  }
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="seconds-long CI run")
   parser.add_argument("--out", default="", help="also write the JSON result here")
-  parser.add_argument("--workers", default=None,
-                      help="comma-separated worker counts (default 0,2; --quick: 0)")
+  parser.add_argument(
+    "--workers", default=None, help="comma-separated worker counts (default 0,2; --quick: 0)"
+  )
   args = parser.parse_args(argv)
   args.workers = args.workers or ("0" if args.quick else "0,2")
   num_records, batch_size, batches = (64, 16, 3) if args.quick else (256, 32, 16)
@@ -99,15 +148,29 @@ def main(argv=None) -> dict:
     for workers in (int(w) for w in args.workers.split(",")):
       for size in (64, 224):
         try:
-          results.append(measure(tmp, spm_path, image_size=size, worker_count=workers,
-                                 batch_size=batch_size, batches=batches))
-        except Exception as e:  # noqa: BLE001 -- report a failing configuration, keep measuring others
-          results.append({"image_size": size, "worker_count": workers,
-                          "error": f"{type(e).__name__}: {e}"})
-  report = {"benchmark": "input_pipeline", "quick": args.quick,
-            "records": num_records, "source_image": "256x256 JPEG RGB + IR",
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "results": results}
+          results.append(
+            measure(
+              tmp,
+              spm_path,
+              image_size=size,
+              worker_count=workers,
+              batch_size=batch_size,
+              batches=batches,
+            )
+          )
+        except Exception as e:
+          results.append(
+            {"image_size": size, "worker_count": workers, "error": f"{type(e).__name__}: {e}"}
+          )
+  report = {
+    "benchmark": "input_pipeline",
+    "quick": args.quick,
+    "records": num_records,
+    "source_image": "256x256 JPEG RGB + IR",
+    "cpu_count": os.cpu_count(),
+    "python": platform.python_version(),
+    "results": results,
+  }
   print(json.dumps(report, indent=1))
   if args.out:
     records.write_json_atomic(args.out, report)

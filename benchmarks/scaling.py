@@ -28,7 +28,7 @@ def _step_worker(preset: str, per_device: int, steps: int) -> dict:
   import numpy as np
 
   from configs import siglip_ir
-  from fusionrs_jax import sharding
+  from fusionrs_jax.core import sharding
   from fusionrs_jax.trainers import common
   from fusionrs_jax.trainers import siglip as trainer
 
@@ -39,15 +39,20 @@ def _step_worker(preset: str, per_device: int, steps: int) -> dict:
   model = trainer.build_model(config)
   tx = common.make_optimizer(config.optim, 1000)
   state, shardings = common.init_state(trainer.init_fn(model), tx, 0, mesh)
-  step = jax.jit(trainer.make_train_step(model, tx, config, mesh),
-                 in_shardings=(shardings, None), out_shardings=(shardings, None),
-                 donate_argnums=0)
+  step = jax.jit(
+    trainer.make_train_step(model, tx, config, mesh),
+    in_shardings=(shardings, None),
+    out_shardings=(shardings, None),
+    donate_argnums=0,
+  )
   rng = np.random.default_rng(0)
   b, s, length = config.batch_size, model.image_size, model.text_len
-  batch = {"rgb": rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32),
-           "ir": rng.uniform(-1, 1, (b, s, s, 1)).astype(np.float32),
-           "tokens": rng.integers(4, 100, (b, length)).astype(np.int32),
-           "ir_tokens": rng.integers(4, 100, (b, length)).astype(np.int32)}
+  batch = {
+    "rgb": rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32),
+    "ir": rng.uniform(-1, 1, (b, s, s, 1)).astype(np.float32),
+    "tokens": rng.integers(4, 100, (b, length)).astype(np.int32),
+    "ir_tokens": rng.integers(4, 100, (b, length)).astype(np.int32),
+  }
   with sharding.activate(mesh):
     placed = sharding.place_batch(batch, mesh)
     state, metrics = step(state, placed)  # compile
@@ -57,19 +62,35 @@ def _step_worker(preset: str, per_device: int, steps: int) -> dict:
       state, metrics = step(state, placed)
     jax.block_until_ready(metrics["loss"])
     seconds = time.perf_counter() - start
-  return {"devices": n, "global_batch": b, "steps": steps,
-          "step_ms": round(1000 * seconds / steps, 1),
-          "examples_per_s": round(b * steps / seconds, 1)}
+  return {
+    "devices": n,
+    "global_batch": b,
+    "steps": steps,
+    "step_ms": round(1000 * seconds / steps, 1),
+    "examples_per_s": round(b * steps / seconds, 1),
+  }
 
 
 def weak_scaling(preset: str, per_device: int, steps: int) -> list[dict]:
   rows = []
   for devices in (1, 2, 4, 8):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    out = subprocess.run([sys.executable, __file__, "--_worker", f"--preset={preset}",
-                          f"--per_device={per_device}", f"--steps={steps}"],
-                         env=env, capture_output=True, text=True, check=True)
+    env = dict(
+      os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
+    )
+    out = subprocess.run(
+      [
+        sys.executable,
+        __file__,
+        "--_worker",
+        f"--preset={preset}",
+        f"--per_device={per_device}",
+        f"--steps={steps}",
+      ],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
   base = rows[0]["examples_per_s"]
   for row in rows:
@@ -92,12 +113,17 @@ def _synthetic_source(root: str, count: int) -> dict:
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
     with open(os.path.join(images, f"{i}.png"), "wb") as f:
       f.write(buf.getvalue())
-    entries.append({"filename": f"{i}.png", "imgid": i, "split": "train",
-                    "sentences": [{"raw": f"scene {i}"}]})
+    entries.append(
+      {"filename": f"{i}.png", "imgid": i, "split": "train", "sentences": [{"raw": f"scene {i}"}]}
+    )
   with open(os.path.join(root, "captions.json"), "w") as f:
     json.dump({"images": entries}, f)
-  return {"source": "karpathy", "json": [os.path.join(root, "captions.json")],
-          "images": images, "name": "synthetic"}
+  return {
+    "source": "karpathy",
+    "json": [os.path.join(root, "captions.json")],
+    "images": images,
+    "name": "synthetic",
+  }
 
 
 def beam_ingest(quick: bool) -> dict:
@@ -107,20 +133,34 @@ def beam_ingest(quick: bool) -> dict:
   ucm = os.path.join(REPO, "..", "shared", "data", "ucm_captions")
   with tempfile.TemporaryDirectory() as tmp:
     if os.path.isdir(ucm) and not quick:
-      spec = {"source": "karpathy", "json": [os.path.join(ucm, "dataset_ucm.json")],
-              "images": os.path.join(ucm, "images"), "name": "ucm"}
+      spec = {
+        "source": "karpathy",
+        "json": [os.path.join(ucm, "dataset_ucm.json")],
+        "images": os.path.join(ucm, "images"),
+        "name": "ucm",
+      }
     else:
       spec = _synthetic_source(os.path.join(tmp, "src"), 100 if quick else 1000)
     rows = []
     for workers in (1, 2):
       args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-      summary = beam_prep.run(spec, os.path.join(tmp, f"out{workers}"), spec["name"],
-                              beam_prep.BeamOptions(), pipeline_args=args)
+      summary = beam_prep.run(
+        spec,
+        os.path.join(tmp, f"out{workers}"),
+        spec["name"],
+        beam_prep.BeamOptions(),
+        pipeline_args=args,
+      )
       n = sum(summary["splits"].values())
-      rows.append({"workers": workers, "records": n, "seconds": summary["seconds"],
-                   "records_per_s": round(n / summary["seconds"], 1)})
-  return {"source": spec["name"], "stages": "ingest + ir_captions (no translator)",
-          "runs": rows}
+      rows.append(
+        {
+          "workers": workers,
+          "records": n,
+          "seconds": summary["seconds"],
+          "records_per_s": round(n / summary["seconds"], 1),
+        }
+      )
+  return {"source": spec["name"], "stages": "ingest + ir_captions (no translator)", "runs": rows}
 
 
 def main() -> None:
@@ -138,13 +178,18 @@ def main() -> None:
   if a._worker:
     print(json.dumps(_step_worker(preset, per_device, steps)))
     return
-  result = {"cpu_cores": os.cpu_count(),
-            "caveat": "fake CPU devices and Beam workers share this machine's "
-                      f"{os.cpu_count()} cores (and other users' jobs): the numbers show "
-                      "overheads, not the speed-up independent chips/workers give",
-            "weak_scaling": {"preset": preset, "per_device_batch": per_device,
-                             "rows": weak_scaling(preset, per_device, steps)},
-            "beam_ingest": beam_ingest(a.quick)}
+  result = {
+    "cpu_cores": os.cpu_count(),
+    "caveat": "fake CPU devices and Beam workers share this machine's "
+    f"{os.cpu_count()} cores (and other users' jobs): the numbers show "
+    "overheads, not the speed-up independent chips/workers give",
+    "weak_scaling": {
+      "preset": preset,
+      "per_device_batch": per_device,
+      "rows": weak_scaling(preset, per_device, steps),
+    },
+    "beam_ingest": beam_ingest(a.quick),
+  }
   text = json.dumps(result, indent=1)
   print(text)
   if a.out:

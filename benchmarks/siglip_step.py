@@ -90,7 +90,7 @@ def _timed(step, steps: int) -> float:
 def jax_step(preset: str, batch: int, steps: int, warmup: int) -> dict:
   import jax
 
-  from fusionrs_jax import sharding
+  from fusionrs_jax.core import sharding
   from fusionrs_jax.models import siglip as siglip_model
   from fusionrs_jax.trainers import common
   from fusionrs_jax.trainers import siglip as trainer
@@ -103,9 +103,12 @@ def jax_step(preset: str, batch: int, steps: int, warmup: int) -> dict:
   init = lambda rng: model.init(rng, **siglip_model.dummy_inputs(model))
   state, shardings = common.init_state(init, tx, config.seed, mesh)
   params0 = jax.device_get(state["params"])
-  step_fn = jax.jit(trainer.make_train_step(model, tx, config, mesh),
-                    in_shardings=(shardings, None), out_shardings=(shardings, None),
-                    donate_argnums=0)
+  step_fn = jax.jit(
+    trainer.make_train_step(model, tx, config, mesh),
+    in_shardings=(shardings, None),
+    out_shardings=(shardings, None),
+    donate_argnums=0,
+  )
   host = synthetic_batch(hp, batch)
   with sharding.activate(mesh):
     batch_arrays = sharding.place_batch(host, mesh)
@@ -123,13 +126,20 @@ def jax_step(preset: str, batch: int, steps: int, warmup: int) -> dict:
     for _ in range(warmup - 1):
       one()
     sec = _timed(one, steps)
-  return {"hp": hp, "params0": params0, "batch": host, "sec_per_step": sec,
-          "compile_s": compile_s, "first_loss": first_loss, "xla_flops": _xla_flops(compiled),
-          "devices": jax.device_count(), "optim": config.optim}
+  return {
+    "hp": hp,
+    "params0": params0,
+    "batch": host,
+    "sec_per_step": sec,
+    "compile_s": compile_s,
+    "first_loss": first_loss,
+    "xla_flops": _xla_flops(compiled),
+    "devices": jax.device_count(),
+    "optim": config.optim,
+  }
 
 
-def torch_step(hp: dict, params0, host: dict, optim, steps: int, warmup: int,
-               threads: int) -> dict:
+def torch_step(hp: dict, params0, host: dict, optim, steps: int, warmup: int, threads: int) -> dict:
   """The same step in transformers: SiglipModel(return_loss=True) + clip + torch AdamW."""
   import torch
   import transformers
@@ -142,8 +152,9 @@ def torch_step(hp: dict, params0, host: dict, optim, steps: int, warmup: int,
   sd = hf_siglip.to_hf_state_dict(params0, hp)
   model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
   model.train()
-  opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=(optim.b1, optim.b2),
-                          weight_decay=optim.weight_decay)
+  opt = torch.optim.AdamW(
+    model.parameters(), lr=optim.lr, betas=(optim.b1, optim.b2), weight_decay=optim.weight_decay
+  )
   pixels = torch.from_numpy(host["rgb"].transpose(0, 3, 1, 2).copy())
   tokens = torch.from_numpy(host["tokens"]).long()
 
@@ -158,8 +169,12 @@ def torch_step(hp: dict, params0, host: dict, optim, steps: int, warmup: int,
   first_loss = one()
   for _ in range(warmup - 1):
     one()
-  return {"sec_per_step": _timed(one, steps), "first_loss": first_loss,
-          "threads": torch.get_num_threads(), "version": torch.__version__}
+  return {
+    "sec_per_step": _timed(one, steps),
+    "first_loss": first_loss,
+    "threads": torch.get_num_threads(),
+    "version": torch.__version__,
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -175,46 +190,66 @@ def _loss_memory_child(batch: int, dim: int) -> dict:
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from fusionrs_jax import losses
+  from fusionrs_jax.losses import sigmoid as losses
 
   devices = jax.devices()
   # Auto axes, as the trainer's mesh: the reference loss is left to GSPMD to partition.
-  mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = jax.make_mesh(
+    (len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
+  )
   row = NamedSharding(mesh, P("data"))
   repl = NamedSharding(mesh, P())
   emb = jax.ShapeDtypeStruct((batch, dim), jnp.float32)
   scalar = jax.ShapeDtypeStruct((), jnp.float32)
   variants = {
-      "chunked": (functools.partial(losses.chunked_sigmoid_loss, mesh=mesh,
-                                    axis_names="data"), row),
-      # What the trainer's loss.impl=reference compiles to: GSPMD decides the partitioning.
-      "reference": (losses.sigmoid_loss, row),
-      # The textbook all-gather: every device holds all embeddings and the full logits.
-      "reference_replicated": (losses.sigmoid_loss, repl),
+    "chunked": (functools.partial(losses.chunked_sigmoid_loss, mesh=mesh, axis_names="data"), row),
+    # What the trainer's loss.impl=reference compiles to: GSPMD decides the partitioning.
+    "reference": (losses.sigmoid_loss, row),
+    # The textbook all-gather: every device holds all embeddings and the full logits.
+    "reference_replicated": (losses.sigmoid_loss, repl),
   }
   out = {"devices": len(devices), "global_batch": batch, "dim": dim}
   for name, (loss, emb_sharding) in variants.items():
     grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))
     fn = jax.jit(grad, in_shardings=(emb_sharding, emb_sharding, repl, repl))
     mem = fn.lower(emb, emb, scalar, scalar).compile().memory_analysis()
-    out[name] = {"temp_bytes": int(mem.temp_size_in_bytes),
-                 "argument_bytes": int(mem.argument_size_in_bytes),
-                 "output_bytes": int(mem.output_size_in_bytes),
-                 "peak_bytes": int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                                   + mem.output_size_in_bytes - mem.alias_size_in_bytes)}
-  out["reference_over_chunked_temp"] = (out["reference_replicated"]["temp_bytes"]
-                                        / max(1, out["chunked"]["temp_bytes"]))
+    out[name] = {
+      "temp_bytes": int(mem.temp_size_in_bytes),
+      "argument_bytes": int(mem.argument_size_in_bytes),
+      "output_bytes": int(mem.output_size_in_bytes),
+      "peak_bytes": int(
+        mem.temp_size_in_bytes
+        + mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        - mem.alias_size_in_bytes
+      ),
+    }
+  out["reference_over_chunked_temp"] = out["reference_replicated"]["temp_bytes"] / max(
+    1, out["chunked"]["temp_bytes"]
+  )
   return out
 
 
 def loss_memory(batch: int, dim: int, devices: int = 8) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
+  env = dict(
+    os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu"
+  )
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.siglip_step", _LOSS_CHILD_FLAG,
-                         f"--loss_batch={batch}", f"--loss_dim={dim}"],
-                        cwd=repo, env=env, capture_output=True, text=True, check=False)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.siglip_step",
+      _LOSS_CHILD_FLAG,
+      f"--loss_batch={batch}",
+      f"--loss_dim={dim}",
+    ],
+    cwd=repo,
+    env=env,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   if proc.returncode:
     raise RuntimeError(f"loss-memory child failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -230,31 +265,49 @@ def run(preset: str, batch: int, steps: int, warmup: int, loss_batch: int) -> di
   j = jax_step(preset, batch, steps, warmup)
   # On a shared machine torch's OpenMP threads can spin against each other (2 threads can
   # be 10x slower than 1 under load), so every thread count is measured and the best kept.
-  by_threads = {n: torch_step(j["hp"], j["params0"], j["batch"], j["optim"], steps, warmup, n)
-                for n in sorted({1, os.cpu_count() or 1})}
+  by_threads = {
+    n: torch_step(j["hp"], j["params0"], j["batch"], j["optim"], steps, warmup, n)
+    for n in sorted({1, os.cpu_count() or 1})
+  }
   t = min(by_threads.values(), key=lambda r: r["sec_per_step"])
   analytic = analytic_train_flops(j["hp"], batch)
   flops = j["xla_flops"] or analytic
   gflops = lambda sec: flops / sec / 1e9
   result = {
-      "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                  "loadavg_before": [round(x, 2) for x in load_before],
-                  "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-      "step": {"preset": preset, "variant": "rgb_only", "batch": batch, "timed_steps": steps,
-               "jax_devices": j["devices"],
-               "flops_source": "xla_cost_analysis" if j["xla_flops"] else "analytic",
-               "gflop_per_step_xla": None if j["xla_flops"] is None else j["xla_flops"] / 1e9,
-               "gflop_per_step_analytic_matmul": analytic / 1e9},
-      "jax": {"sec_per_step": j["sec_per_step"], "examples_per_sec": batch / j["sec_per_step"],
-              "gflop_per_sec": gflops(j["sec_per_step"]), "compile_sec": j["compile_s"],
-              "first_loss": j["first_loss"]},
-      "torch": {"sec_per_step": t["sec_per_step"], "examples_per_sec": batch / t["sec_per_step"],
-                "gflop_per_sec": gflops(t["sec_per_step"]), "first_loss": t["first_loss"],
-                "threads": t["threads"], "version": t["version"],
-                "sec_per_step_by_threads": {str(n): r["sec_per_step"]
-                                            for n, r in by_threads.items()}},
-      "jax_over_torch_speed": t["sec_per_step"] / j["sec_per_step"],
-      "loss_memory": loss_memory(loss_batch, j["hp"]["width"]),
+    "machine": {
+      "cpus": os.cpu_count(),
+      "platform": platform.platform(),
+      "loadavg_before": [round(x, 2) for x in load_before],
+      "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    },
+    "step": {
+      "preset": preset,
+      "variant": "rgb_only",
+      "batch": batch,
+      "timed_steps": steps,
+      "jax_devices": j["devices"],
+      "flops_source": "xla_cost_analysis" if j["xla_flops"] else "analytic",
+      "gflop_per_step_xla": None if j["xla_flops"] is None else j["xla_flops"] / 1e9,
+      "gflop_per_step_analytic_matmul": analytic / 1e9,
+    },
+    "jax": {
+      "sec_per_step": j["sec_per_step"],
+      "examples_per_sec": batch / j["sec_per_step"],
+      "gflop_per_sec": gflops(j["sec_per_step"]),
+      "compile_sec": j["compile_s"],
+      "first_loss": j["first_loss"],
+    },
+    "torch": {
+      "sec_per_step": t["sec_per_step"],
+      "examples_per_sec": batch / t["sec_per_step"],
+      "gflop_per_sec": gflops(t["sec_per_step"]),
+      "first_loss": t["first_loss"],
+      "threads": t["threads"],
+      "version": t["version"],
+      "sec_per_step_by_threads": {str(n): r["sec_per_step"] for n, r in by_threads.items()},
+    },
+    "jax_over_torch_speed": t["sec_per_step"] / j["sec_per_step"],
+    "loss_memory": loss_memory(loss_batch, j["hp"]["width"]),
   }
   return result
 

@@ -16,9 +16,9 @@ from configs import common
 
 # size -> (SigLIP preset, Gemma preset, global batch, steps, lr, warmup, text_len)
 SIZES = {
-    "tiny": ("tiny", "tiny", 16, 20, 1e-3, 2, 32),
-    "small": ("small", "small", 32, 1000, 5e-4, 50, 48),
-    "paligemma_3b": ("So400m", "gemma_2b", 256, 20000, 1e-5, 500, 128),
+  "tiny": ("tiny", "tiny", 16, 20, 1e-3, 2, 32),
+  "small": ("small", "small", 32, 1000, 5e-4, 50, 48),
+  "paligemma_3b": ("So400m", "gemma_2b", 256, 20000, 1e-5, 500, 128),
 }
 
 
@@ -42,7 +42,8 @@ def get_config(arg=None):
   c.data.prompt_len = 16
   # Per-example task mixture; a record lacking a task's text draws among the others.
   c.data.task_weights = ml_collections.ConfigDict(
-      {"caption": 1.0, "ir_caption": 0.5, "instruction": 1.0})
+    {"caption": 1.0, "ir_caption": 0.5, "instruction": 1.0}
+  )
   c.data.augment = True
   c.data.worker_count = 0
 

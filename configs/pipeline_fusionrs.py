@@ -30,10 +30,9 @@ def _data_root() -> str:
 
 # profile -> translator (arg, steps), SigLIP (arg, steps), captioner (arg, steps), seeds
 PROFILES = {
-    "cpu": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250),
-            ("size=small", 150), 3),
-    "full": (("size=small,variant=ucm_hituav", 0), ("size=small", 0), ("size=small", 0), 3),
-    "tiny": (("size=tiny,variant=ucm_hituav", 4), ("size=tiny", 6), ("size=tiny", 4), 2),
+  "cpu": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250), ("size=small", 150), 3),
+  "full": (("size=small,variant=ucm_hituav", 0), ("size=small", 0), ("size=small", 0), 3),
+  "tiny": (("size=tiny,variant=ucm_hituav", 4), ("size=tiny", 6), ("size=tiny", 4), 2),
 }
 
 

@@ -20,21 +20,27 @@ from configs import common
 
 # variant -> (loss pair weights, caption fields fed to the pipeline, training modalities)
 VARIANTS = {
-    "trimodal": ({"rgb_text": 1.0, "ir_text": 1.0, "rgb_ir": 1.0},
-                 ("captions", "ir_captions"), ("rgb", "ir")),
-    "scene_captions": ({"rgb_text": 1.0, "ir_text": 1.0, "rgb_ir": 1.0},
-                       ("captions",), ("rgb", "ir")),
-    "rgb_only": ({"rgb_text": 1.0}, ("captions",), ("rgb",)),
-    "ir_only": ({"ir_text": 1.0}, ("captions", "ir_captions"), ("ir",)),
+  "trimodal": (
+    {"rgb_text": 1.0, "ir_text": 1.0, "rgb_ir": 1.0},
+    ("captions", "ir_captions"),
+    ("rgb", "ir"),
+  ),
+  "scene_captions": (
+    {"rgb_text": 1.0, "ir_text": 1.0, "rgb_ir": 1.0},
+    ("captions",),
+    ("rgb", "ir"),
+  ),
+  "rgb_only": ({"rgb_text": 1.0}, ("captions",), ("rgb",)),
+  "ir_only": ({"ir_text": 1.0}, ("captions", "ir_captions"), ("ir",)),
 }
 
 # size -> (model preset name, global batch, steps, learning rate, warmup)
 SIZES = {
-    "tiny": ("tiny", 16, 20, 1e-3, 2),
-    "mini": ("mini", 64, 300, 1e-3, 30),
-    "small": ("small", 64, 600, 5e-4, 60),
-    "B16": ("B16", 32768, 40000, 1e-3, 2000),
-    "So400m": ("So400m", 32768, 40000, 1e-3, 2000),
+  "tiny": ("tiny", 16, 20, 1e-3, 2),
+  "mini": ("mini", 64, 300, 1e-3, 30),
+  "small": ("small", 64, 600, 5e-4, 60),
+  "B16": ("B16", 32768, 40000, 1e-3, 2000),
+  "So400m": ("So400m", 32768, 40000, 1e-3, 2000),
 }
 
 
@@ -79,7 +85,8 @@ def get_config(arg=None):
   # full logits) or "softmax" (CLIP InfoNCE, for comparison).
   c.loss.impl = "chunked"
   c.loss.weights = ml_collections.ConfigDict(
-      {k: weights.get(k, 0.0) for k in ("rgb_text", "ir_text", "rgb_ir")})
+    {k: weights.get(k, 0.0) for k in ("rgb_text", "ir_text", "rgb_ir")}
+  )
 
   c.optim = common.adamw_config(lr, warmup)
 

@@ -24,9 +24,9 @@ from configs import common
 
 # size -> (crop px, resize-before-crop px, global batch, steps, sample/eval every)
 SIZES = {
-    "tiny": (32, 36, 8, 20, 10),
-    "small": (64, 72, 8, 3000, 500),
-    "paper": (256, 286, 1, 200 * 1000, 5000),
+  "tiny": (32, 36, 8, 20, 10),
+  "small": (64, 72, 8, 3000, 500),
+  "paper": (256, 286, 1, 200 * 1000, 5000),
 }
 
 

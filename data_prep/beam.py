@@ -31,23 +31,25 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import cloudpickle
 from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from data_prep import ingest as local_ingest
-from data_prep import ir_captions, sources, tfds_export
-from fusionrs_jax import records
+from data_prep.ingest import sources, tfds_export
+from data_prep.ingest import writer as local_ingest
+from data_prep.ir_text import captions as ir_captions
+from fusionrs_jax.core import records
 
 _NS = "fusionrs"
 
 
 @dataclasses.dataclass
 class BeamOptions:
-  """What the pipeline does besides ingesting (ingest knobs: data_prep.ingest.IngestOptions)."""
+  """What the pipeline does besides ingesting (ingest knobs: data_prep.ingest.writer.IngestOptions)."""
 
   records_per_shard: int = 1000
   min_size: int = 32  # pixels
@@ -74,7 +76,7 @@ class PickledItem:
   payload: bytes
 
   @classmethod
-  def wrap(cls, item: sources.SourceItem) -> "PickledItem":
+  def wrap(cls, item: sources.SourceItem) -> PickledItem:
     return cls(item.id, item.file, cloudpickle.dumps(item))
 
   def unwrap(self) -> sources.SourceItem:
@@ -95,8 +97,16 @@ def first_of_id(element) -> Iterator[tuple[str, Any]]:
   members = sorted(members, key=lambda m: m[0])
   yield "item", members[0]
   for pos, item in members[1:]:
-    yield "reject", (pos, 0, local_ingest.reject_entry(item.id, item.file, "duplicate_id",
-                                                      "an earlier item has this id"))
+    yield (
+      "reject",
+      (
+        pos,
+        0,
+        local_ingest.reject_entry(
+          item.id, item.file, "duplicate_id", "an earlier item has this id"
+        ),
+      ),
+    )
 
 
 def check(element, min_size: int) -> Iterator[tuple[str, Any]]:
@@ -117,7 +127,7 @@ def _image_sha(record: records.Record) -> str:
 
 def place_duplicates(element) -> Iterator[tuple[str, Any]]:
   """(sha256, [(pos, Record)]) -> records in their final split (+ dedup moves), decided by
-  data_prep.ingest.plan_dedup on the group exactly as the local ingest decides it."""
+  data_prep.ingest.writer.plan_dedup on the group exactly as the local ingest decides it."""
   _, members = element
   members = sorted(members, key=lambda m: m[0])
   entries = [{"id": r.id, "split": r.split, "sha256": ""} for _, r in members]
@@ -126,14 +136,16 @@ def place_duplicates(element) -> Iterator[tuple[str, Any]]:
     if split != record.split:
       # A new Record: Beam forbids changing an input element in place.
       record = dataclasses.replace(
-          record, split=split, meta={**record.meta, "moved_from_split": record.split})
+        record, split=split, meta={**record.meta, "moved_from_split": record.split}
+      )
     yield "record", (pos, record)
   for move in moves:
     yield "move", move
 
 
-def translate_records(recs: list[records.Record], translator, provenance: dict,
-                      overwrite_ir: bool) -> list[records.Record]:
+def translate_records(
+  recs: list[records.Record], translator, provenance: dict, overwrite_ir: bool
+) -> list[records.Record]:
   """RGB->IR for the records that need it (data_prep.translate.translate_shard's rule)."""
   from data_prep import translate
   from fusionrs_jax.evaluators import translation
@@ -162,10 +174,12 @@ class TranslateFn(beam.DoFn):
     self._translator = translate.Translator(model, params, self._batch)
 
   def process(self, batch):
-    recs = translate_records([r for _, r in batch], self._translator, self._provenance,
-                             self._overwrite)
+    recs = translate_records(
+      [r for _, r in batch], self._translator, self._provenance, self._overwrite
+    )
     beam.metrics.Metrics.counter(_NS, "translated").inc(
-        sum(r.ir_origin == "translated" for r in recs))
+      sum(r.ir_origin == "translated" for r in recs)
+    )
     yield from zip((p for p, _ in batch), recs)
 
 
@@ -210,50 +224,79 @@ def write_jsonl(element, path: str) -> str:
 # ----------------------------------------------------------------------------
 
 
-def build(p: beam.Pipeline, spec: dict[str, Any], out_dir: str, name: str,
-          options: BeamOptions, work: str) -> None:
+def build(
+  p: beam.Pipeline, spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions, work: str
+) -> None:
   """Adds the ingest -> [translate] -> [IR captions] -> shards stages to `p`."""
-  items = (p | "Spec" >> beam.Create([spec])
-           | "ListItems" >> beam.FlatMap(list_items)
-           | "KeyById" >> beam.Map(lambda e: (e[1].id, e))
-           | "GroupById" >> beam.GroupByKey()
-           | "FirstOfId" >> beam.FlatMap(first_of_id))
-  checked = (items | "Items" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "item" else [])
-             | "Spread" >> beam.Reshuffle()
-             | "Check" >> beam.FlatMap(check, options.min_size))
-  recs = (checked | "Accepted" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "record" else [])
-          | "KeyByImage" >> beam.Map(lambda e: (_image_sha(e[1]), e))
-          | "GroupByImage" >> beam.GroupByKey()
-          | "PlaceDuplicates" >> beam.FlatMap(place_duplicates))
+  items = (
+    p
+    | "Spec" >> beam.Create([spec])
+    | "ListItems" >> beam.FlatMap(list_items)
+    | "KeyById" >> beam.Map(lambda e: (e[1].id, e))
+    | "GroupById" >> beam.GroupByKey()
+    | "FirstOfId" >> beam.FlatMap(first_of_id)
+  )
+  checked = (
+    items
+    | "Items" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "item" else [])
+    | "Spread" >> beam.Reshuffle()
+    | "Check" >> beam.FlatMap(check, options.min_size)
+  )
+  recs = (
+    checked
+    | "Accepted" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "record" else [])
+    | "KeyByImage" >> beam.Map(lambda e: (_image_sha(e[1]), e))
+    | "GroupByImage" >> beam.GroupByKey()
+    | "PlaceDuplicates" >> beam.FlatMap(place_duplicates)
+  )
   final = recs | "Placed" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "record" else [])
   if options.translator:
-    final = (final | "Batch" >> beam.BatchElements(
-        min_batch_size=options.translate_batch_size,
-        max_batch_size=options.translate_batch_size)
-        | "Translate" >> beam.ParDo(TranslateFn(options.translator,
-                                                options.translate_batch_size,
-                                                options.overwrite_ir)))
+    final = (
+      final
+      | "Batch"
+      >> beam.BatchElements(
+        min_batch_size=options.translate_batch_size, max_batch_size=options.translate_batch_size
+      )
+      | "Translate"
+      >> beam.ParDo(
+        TranslateFn(options.translator, options.translate_batch_size, options.overwrite_ir)
+      )
+    )
   if options.ir_captions:
     final = final | "IrCaptions" >> beam.Map(annotate, options.num_captions)
-  positions = (final | "SplitPos" >> beam.Map(lambda e: (e[1].split, e[0]))
-               | "GroupSplit" >> beam.GroupByKey()
-               | "SortPos" >> beam.MapTuple(lambda s, ps: (s, sorted(ps))))
-  (final | "ShardKey" >> beam.Map(shard_key, beam.pvalue.AsDict(positions),
-                                  options.records_per_shard)
-   | "GroupShard" >> beam.GroupByKey()
-   | "WriteShard" >> beam.Map(write_shard, out_dir, name)
-   | "OneShardList" >> beam.Map(lambda w: (None, (w[0], {"path": w[0], "records": w[1]})))
-   | "GroupShards" >> beam.GroupByKey()
-   | "WriteShardList" >> beam.Map(write_jsonl, os.path.join(work, "shards.jsonl")))
-  rejects = (items | "DupRejects" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "reject" else []))
+  positions = (
+    final
+    | "SplitPos" >> beam.Map(lambda e: (e[1].split, e[0]))
+    | "GroupSplit" >> beam.GroupByKey()
+    | "SortPos" >> beam.MapTuple(lambda s, ps: (s, sorted(ps)))
+  )
+  (
+    final
+    | "ShardKey" >> beam.Map(shard_key, beam.pvalue.AsDict(positions), options.records_per_shard)
+    | "GroupShard" >> beam.GroupByKey()
+    | "WriteShard" >> beam.Map(write_shard, out_dir, name)
+    | "OneShardList" >> beam.Map(lambda w: (None, (w[0], {"path": w[0], "records": w[1]})))
+    | "GroupShards" >> beam.GroupByKey()
+    | "WriteShardList" >> beam.Map(write_jsonl, os.path.join(work, "shards.jsonl"))
+  )
+  rejects = items | "DupRejects" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "reject" else [])
   check_rejects = checked | "CheckRejects" >> beam.FlatMap(
-      lambda t: [t[1]] if t[0] == "reject" else [])
-  ((rejects, check_rejects) | "AllRejects" >> beam.Flatten()
-   | "OneRejectFile" >> beam.Map(lambda r: (None, r)) | "GroupRejects" >> beam.GroupByKey()
-   | "WriteRejects" >> beam.Map(write_jsonl, os.path.join(work, "rejects.jsonl")))
-  (recs | "Moves" >> beam.FlatMap(lambda t: [(t[1]["id"], t[1])] if t[0] == "move" else [])
-   | "OneMoveFile" >> beam.Map(lambda m: (None, m)) | "GroupMoves" >> beam.GroupByKey()
-   | "WriteMoves" >> beam.Map(write_jsonl, os.path.join(work, "moves.jsonl")))
+    lambda t: [t[1]] if t[0] == "reject" else []
+  )
+  (
+    (rejects, check_rejects)
+    | "AllRejects" >> beam.Flatten()
+    | "OneRejectFile" >> beam.Map(lambda r: (None, r))
+    | "GroupRejects" >> beam.GroupByKey()
+    | "WriteRejects" >> beam.Map(write_jsonl, os.path.join(work, "rejects.jsonl"))
+  )
+  (
+    recs
+    | "Moves" >> beam.FlatMap(lambda t: [(t[1]["id"], t[1])] if t[0] == "move" else [])
+    | "OneMoveFile" >> beam.Map(lambda m: (None, m))
+    | "GroupMoves" >> beam.GroupByKey()
+    | "WriteMoves" >> beam.Map(write_jsonl, os.path.join(work, "moves.jsonl"))
+  )
 
 
 class RecordsLostError(RuntimeError):
@@ -269,9 +312,10 @@ def check_no_record_lost(counters: dict[str, int]) -> None:
   accepted, written = counters.get("records_accepted", 0), counters.get("records_written", 0)
   if accepted != written:
     raise RecordsLostError(
-        f"Beam pipeline accepted {accepted} records but wrote {written}: records were lost "
-        f"inside the runner. Re-run (the shards are rewritten atomically) on another "
-        f"runner or running mode")
+      f"Beam pipeline accepted {accepted} records but wrote {written}: records were lost "
+      f"inside the runner. Re-run (the shards are rewritten atomically) on another "
+      f"runner or running mode"
+    )
 
 
 class LossyRunnerError(ValueError):
@@ -291,12 +335,16 @@ def refuse_lossy_runner(pipeline_options: PipelineOptions) -> None:
   opts = pipeline_options.get_all_options()
   runner = str(opts.get("runner") or "DirectRunner")
   workers = opts.get("direct_num_workers") or 1
-  if (runner.lower().removesuffix("runner") in ("direct", "") and workers != 1
-      and opts.get("direct_running_mode") == "multi_threading"):
+  if (
+    runner.lower().removesuffix("runner") in ("direct", "")
+    and workers != 1
+    and opts.get("direct_running_mode") == "multi_threading"
+  ):
     raise LossyRunnerError(
-        f"--direct_running_mode=multi_threading with --direct_num_workers={workers} loses "
-        f"records in this Beam version (a runner bug; see data_prep.beam.refuse_lossy_runner); "
-        f"use --direct_running_mode=multi_processing for parallel local runs")
+      f"--direct_running_mode=multi_threading with --direct_num_workers={workers} loses "
+      f"records in this Beam version (a runner bug; see data_prep.beam.refuse_lossy_runner); "
+      f"use --direct_running_mode=multi_processing for parallel local runs"
+    )
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -306,8 +354,13 @@ def _read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
-def run(spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions | None = None,
-        pipeline_args: Iterable[str] = ()) -> dict[str, Any]:
+def run(
+  spec: dict[str, Any],
+  out_dir: str,
+  name: str,
+  options: BeamOptions | None = None,
+  pipeline_args: Iterable[str] = (),
+) -> dict[str, Any]:
   """Runs the pipeline to completion and writes rejects.jsonl + dataset_info.json.
 
   spec: {"source": karpathy|nwpu|folder|coco_thermal, "json": [paths], "images": dir,
@@ -324,8 +377,7 @@ def run(spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions | No
   with beam.Pipeline(options=pipeline_options) as p:
     build(p, spec, out_dir, name, options, work)
   result = p.result
-  counters = {c.key.metric.name: c.committed
-              for c in result.metrics().query()["counters"]}
+  counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
   check_no_record_lost(counters)
   seconds = time.time() - start
   rejects = _read_jsonl(os.path.join(work, "rejects.jsonl"))
@@ -336,20 +388,34 @@ def run(spec: dict[str, Any], out_dir: str, name: str, options: BeamOptions | No
   _write_lines(os.path.join(out_dir, local_ingest.REJECTS_FILE), rejects)
   written = {row["path"] for row in _read_jsonl(os.path.join(work, "shards.jsonl"))}
   local_ingest.remove_stale_shards(out_dir, name, written)
-  extra = {"ingest": {"source_args": spec, "min_size": options.min_size,
-                      "rejects": dict(sorted(reject_counts.items())), "dedup_moves": moves,
-                      "tfrecord_export": False},
-           "beam": {"runner": pipeline_options.get_all_options().get("runner") or
-                    "DirectRunner", "translator": options.translator or None,
-                    "ir_captions": options.ir_captions, "counters": counters}}
+  extra = {
+    "ingest": {
+      "source_args": spec,
+      "min_size": options.min_size,
+      "rejects": dict(sorted(reject_counts.items())),
+      "dedup_moves": moves,
+      "tfrecord_export": False,
+    },
+    "beam": {
+      "runner": pipeline_options.get_all_options().get("runner") or "DirectRunner",
+      "translator": options.translator or None,
+      "ir_captions": options.ir_captions,
+      "counters": counters,
+    },
+  }
   info = records.write_info(out_dir, name, extra=extra)
   if info["splits"]:
     tfds_export.write_tfds_metadata(out_dir, name, info)
   shutil.rmtree(work)
-  return {"out_dir": out_dir, "name": name,
-          "splits": {s: v["records"] for s, v in info["splits"].items()},
-          "rejects": reject_counts, "dedup_moves": moves, "counters": counters,
-          "seconds": round(seconds, 2)}
+  return {
+    "out_dir": out_dir,
+    "name": name,
+    "splits": {s: v["records"] for s, v in info["splits"].items()},
+    "rejects": reject_counts,
+    "dedup_moves": moves,
+    "counters": counters,
+    "seconds": round(seconds, 2),
+  }
 
 
 def _write_lines(path: str, rows: list[dict]) -> None:
@@ -381,12 +447,21 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f"--{name} is required")
   if not os.path.isdir(f.images):
     raise app.UsageError(f"--images={f.images} is not a folder")
-  spec = {"source": f.source, "json": [os.path.abspath(p) for p in f.json],
-          "images": os.path.abspath(f.images), "name": f.name}
-  options = BeamOptions(records_per_shard=f.records_per_shard, min_size=f.min_size,
-                        translator=f.translator, translate_batch_size=f.translate_batch_size,
-                        overwrite_ir=f.overwrite_ir, ir_captions=f.ir_captions,
-                        num_captions=f.num_captions)
+  spec = {
+    "source": f.source,
+    "json": [os.path.abspath(p) for p in f.json],
+    "images": os.path.abspath(f.images),
+    "name": f.name,
+  }
+  options = BeamOptions(
+    records_per_shard=f.records_per_shard,
+    min_size=f.min_size,
+    translator=f.translator,
+    translate_batch_size=f.translate_batch_size,
+    overwrite_ir=f.overwrite_ir,
+    ir_captions=f.ir_captions,
+    num_captions=f.num_captions,
+  )
   try:
     summary = run(spec, f.out, f.name, options, pipeline_args=argv[1:])
   except LossyRunnerError as e:

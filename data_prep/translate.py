@@ -13,14 +13,15 @@ import io
 import json
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
-from fusionrs_jax import checkpoint, records, sharding
+from fusionrs_jax.core import checkpoint, records, sharding
 from fusionrs_jax.evaluators import translation
 from fusionrs_jax.models import cyclegan
 
@@ -28,12 +29,15 @@ from fusionrs_jax.models import cyclegan
 def resolve_checkpoint(path: str) -> tuple[str, str]:
   """A run workdir or its checkpoints folder -> (checkpoints dir, config.json path)."""
   path = os.path.abspath(path)
-  ckpt_dir = os.path.join(path, "checkpoints") if os.path.isdir(
-      os.path.join(path, "checkpoints")) else path
+  ckpt_dir = (
+    os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+  )
   config_path = os.path.join(os.path.dirname(ckpt_dir), "config.json")
   if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: --checkpoint must be a translator "
-                            f"workdir (or its checkpoints folder) written by fusionrs_jax.main")
+    raise FileNotFoundError(
+      f"{config_path} not found: --checkpoint must be a translator "
+      f"workdir (or its checkpoints folder) written by fusionrs_jax.main"
+    )
   return ckpt_dir, config_path
 
 
@@ -87,18 +91,19 @@ class Translator:
       by_shape.setdefault(x.shape, []).append(i)
     for shape, idx in by_shape.items():
       for start in range(0, len(idx), self.batch_size):
-        chunk = idx[start:start + self.batch_size]
+        chunk = idx[start : start + self.batch_size]
         x = np.stack([images[i] for i in chunk])
         x = np.concatenate([x, np.repeat(x[-1:], self.batch_size - len(chunk), 0)])
         x = jax.device_put(pad_to_multiple(x), sharding.batch_sharding(self.mesh, 4))
-        y = np.asarray(self._apply(self.params, x))[:len(chunk), :shape[0], :shape[1]]
+        y = np.asarray(self._apply(self.params, x))[: len(chunk), : shape[0], : shape[1]]
         for i, img in zip(chunk, y):
           out[i] = (img + 1.0) / 2.0
     return out
 
 
-def translate_shard(in_path: str, out_path: str, translator: Translator, provenance: dict,
-                    overwrite_ir: bool = False) -> dict[str, int]:
+def translate_shard(
+  in_path: str, out_path: str, translator: Translator, provenance: dict, overwrite_ir: bool = False
+) -> dict[str, int]:
   """One input shard -> one output shard (atomic). Returns counts for the summary."""
   recs = list(records.read_records([in_path]))
   todo = [i for i, r in enumerate(recs) if r.rgb and (overwrite_ir or not r.ir)]
@@ -111,8 +116,9 @@ def translate_shard(in_path: str, out_path: str, translator: Translator, provena
   return {"records": len(recs), "translated": len(todo), "kept": len(recs) - len(todo)}
 
 
-def translate_folder(in_dir: str, out_dir: str, checkpoint_path: str, batch_size: int = 16,
-                     overwrite_ir: bool = False) -> dict[str, Any]:
+def translate_folder(
+  in_dir: str, out_dir: str, checkpoint_path: str, batch_size: int = 16, overwrite_ir: bool = False
+) -> dict[str, Any]:
   """Every split of `in_dir` -> `out_dir` (same shard names + dataset_info.json)."""
   info = records.read_info(in_dir)
   name = info["name"]
@@ -131,15 +137,23 @@ def translate_folder(in_dir: str, out_dir: str, checkpoint_path: str, batch_size
       for k, v in counts.items():
         totals[k] += v
       rate = totals["translated"] / max(time.perf_counter() - start, 1e-9)
-      logging.info("%s: %d records (%.1f images/s)", os.path.basename(out_path),
-                   counts["records"], rate)
+      logging.info(
+        "%s: %d records (%.1f images/s)", os.path.basename(out_path), counts["records"], rate
+      )
   seconds = time.perf_counter() - start
-  extra = {k: v for k, v in info.items() if k not in ("name", "splits", "schema_version",
-                                                      "format", "record_encoding")}
-  records.write_info(out_dir, name, {**extra, "translated_from": os.path.abspath(in_dir),
-                                     "translator": provenance})
-  return {**totals, "seconds": round(seconds, 2),
-          "images_per_s": round(totals["translated"] / max(seconds, 1e-9), 2)}
+  extra = {
+    k: v
+    for k, v in info.items()
+    if k not in ("name", "splits", "schema_version", "format", "record_encoding")
+  }
+  records.write_info(
+    out_dir, name, {**extra, "translated_from": os.path.abspath(in_dir), "translator": provenance}
+  )
+  return {
+    **totals,
+    "seconds": round(seconds, 2),
+    "images_per_s": round(totals["translated"] / max(seconds, 1e-9), 2),
+  }
 
 
 def _define_flags() -> None:
@@ -157,8 +171,7 @@ def main(argv) -> None:
     if not f[name].value:
       raise app.UsageError(f"--{name} is required")
   try:
-    summary = translate_folder(f["in"].value, f.out, f.checkpoint, f.batch_size,
-                               f.overwrite_ir)
+    summary = translate_folder(f["in"].value, f.out, f.checkpoint, f.batch_size, f.overwrite_ir)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from e
   print(json.dumps(summary))

@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import pytest  # noqa: E402
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,8 +21,10 @@ def shared_data_dir() -> str | None:
 def shared_data() -> str:
   path = shared_data_dir()
   if path is None:
-    pytest.skip("../shared/data is absent (set FUSIONRS_DATA_DIR to the real UCM/HIT-UAV "
-                "data to run this test)")
+    pytest.skip(
+      "../shared/data is absent (set FUSIONRS_DATA_DIR to the real UCM/HIT-UAV "
+      "data to run this test)"
+    )
   return path
 
 
@@ -35,9 +37,19 @@ def tiny_dataset(tmp_path_factory) -> str:
   from fusionrs_jax.trainers import common
 
   out = str(tmp_path_factory.mktemp("tiny_demo") / "demo_world")
-  data = ml_collections.ConfigDict(dict(
-      dir=out, demo_world_if_missing=True, demo_num_train=64, demo_num_val=16,
-      demo_num_test=16, demo_image_size=32, demo_seed=0, tokenizer="", vocab_size=512))
+  data = ml_collections.ConfigDict(
+    dict(
+      dir=out,
+      demo_world_if_missing=True,
+      demo_num_train=64,
+      demo_num_val=16,
+      demo_num_test=16,
+      demo_image_size=32,
+      demo_seed=0,
+      tokenizer="",
+      vocab_size=512,
+    )
+  )
   common.prepare_dataset(data)
   return out
 
@@ -46,7 +58,7 @@ def tiny_dataset(tmp_path_factory) -> str:
 def tiny_siglip_run(tiny_dataset, tmp_path_factory):
   """(config, workdir, final eval dict) of one tiny SigLIP run trained by the real main;
   shared by the trainer, evaluator-CLI and export tests so it is trained once."""
-  from fusionrs_jax import main
+  from fusionrs_jax.cli import main
 
   config = tiny_config("siglip_ir", "size=tiny,runlocal=1", tiny_dataset)
   workdir = str(tmp_path_factory.mktemp("tiny_siglip_run"))

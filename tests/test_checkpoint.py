@@ -7,17 +7,19 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from fusionrs_jax import checkpoint, sharding
+from fusionrs_jax.core import checkpoint, sharding
 from fusionrs_jax.trainers import common
 
 
 class _Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
-    x = nn.Dense(32, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), ("embed", "mlp")))(x)
-    return nn.Dense(8, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), ("mlp", "embed")))(nn.gelu(x))
+    x = nn.Dense(
+      32, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp"))
+    )(x)
+    return nn.Dense(
+      8, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed"))
+    )(nn.gelu(x))
 
 
 def _state(mesh, seed=0):
@@ -34,8 +36,7 @@ def _state(mesh, seed=0):
 
 
 def _iterator():
-  return (grain.MapDataset.range(50).shuffle(seed=3).batch(4)
-          .to_iter_dataset().__iter__())
+  return grain.MapDataset.range(50).shuffle(seed=3).batch(4).to_iter_dataset().__iter__()
 
 
 def _leaves_equal(a, b):
@@ -108,12 +109,14 @@ def test_restore_raw_reads_an_8_device_checkpoint_in_a_1_device_process(tmp_path
   ckpt.close()
   np.save(tmp_path / "want.npy", np.asarray(state["params"]["params"]["Dense_0"]["kernel"]))
   code = (
-      "import numpy as np, sys; from fusionrs_jax import checkpoint; "
-      f"c = checkpoint.Checkpointer({str(tmp_path)!r}, save_every=1, async_save=False); "
-      "raw = c.restore_raw(); import jax; assert jax.device_count() == 1; "
-      f"np.testing.assert_array_equal(np.asarray(raw['params']['params']['Dense_0']['kernel']),"
-      f" np.load({str(tmp_path / 'want.npy')!r})); print('ok')")
+    "import numpy as np, sys; from fusionrs_jax import checkpoint; "
+    f"c = checkpoint.Checkpointer({str(tmp_path)!r}, save_every=1, async_save=False); "
+    "raw = c.restore_raw(); import jax; assert jax.device_count() == 1; "
+    f"np.testing.assert_array_equal(np.asarray(raw['params']['params']['Dense_0']['kernel']),"
+    f" np.load({str(tmp_path / 'want.npy')!r})); print('ok')"
+  )
   env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   assert out.stdout.strip().endswith("ok"), out.stderr[-3000:]

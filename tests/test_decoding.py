@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fusionrs_jax import decoding
-from fusionrs_jax.models import captioner, gemma
+from fusionrs_jax.models import captioner, decoding, gemma
 from tests.models.test_captioner import FWD, _images, _model
 
 GREEDY = decoding.DecodeConfig(max_len=5)
@@ -40,7 +39,8 @@ def test_kv_cache_greedy_equals_full_recompute(model_params):
   cfg = GREEDY
   cached, lc = decoding.make_decode_fn(model, cfg, keep_logits=True)(params, batch, None)
   full, lf = decoding.make_decode_fn(model, cfg, use_cache=False, keep_logits=True)(
-      params, batch, None)
+    params, batch, None
+  )
   np.testing.assert_array_equal(cached, full)
   live = np.asarray(np.cumsum(np.asarray(cached) == 1, axis=1) - (np.asarray(cached) == 1)) == 0
   np.testing.assert_allclose(np.asarray(lc)[live], np.asarray(lf)[live], atol=1e-4)
@@ -74,10 +74,11 @@ def test_beam_of_one_and_top1_sampling_equal_greedy(model_params):
   batch = _prompt_batch(8)
   greedy = _greedy(model, params, batch)
   beam1 = decoding.make_decode_fn(
-      model, decoding.DecodeConfig(max_len=5, method="beam", beam_size=1))(params, batch, None)
-  top1 = decoding.make_decode_fn(
-      model, decoding.DecodeConfig(max_len=5, method="sample", top_k=1))(
-          params, batch, jax.random.PRNGKey(0))
+    model, decoding.DecodeConfig(max_len=5, method="beam", beam_size=1)
+  )(params, batch, None)
+  top1 = decoding.make_decode_fn(model, decoding.DecodeConfig(max_len=5, method="sample", top_k=1))(
+    params, batch, jax.random.PRNGKey(0)
+  )
   np.testing.assert_array_equal(beam1, greedy)
   np.testing.assert_array_equal(top1, greedy)
 
@@ -86,8 +87,7 @@ def test_beam_search_finds_at_least_the_greedy_likelihood(model_params):
   model, params = model_params
   batch = _prompt_batch(9)
   cfg = decoding.DecodeConfig(max_len=5, method="beam", beam_size=3)
-  beam_out, beam_score = jax.jit(lambda p, b: decoding.beam_search(model, p, b, cfg))(
-      params, batch)
+  beam_out, beam_score = jax.jit(lambda p, b: decoding.beam_search(model, p, b, cfg))(params, batch)
   greedy = _greedy(model, params, batch)
 
   def logprob(seq):
@@ -97,8 +97,11 @@ def test_beam_search_finds_at_least_the_greedy_likelihood(model_params):
     logits = FWD(model, params, batch["rgb"], batch["ir"], tokens, valid, ar)
     lengths = batch["prompt_mask"].sum(1)
     idx = lengths[:, None] - 1 + jnp.arange(seq.shape[1])[None]
-    idx = jnp.where(jnp.arange(seq.shape[1])[None] == 0, lengths[:, None] - 1,
-                    batch["prompt"].shape[1] + jnp.arange(seq.shape[1])[None] - 1)
+    idx = jnp.where(
+      jnp.arange(seq.shape[1])[None] == 0,
+      lengths[:, None] - 1,
+      batch["prompt"].shape[1] + jnp.arange(seq.shape[1])[None] - 1,
+    )
     lp = jax.nn.log_softmax(jnp.take_along_axis(logits, idx[..., None], 1), -1)
     return jnp.take_along_axis(lp, seq[..., None], -1)[..., 0].sum(1)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import siglip_ir
-from fusionrs_jax import sharding
+from fusionrs_jax.core import sharding
 from fusionrs_jax.models import siglip as siglip_model
 from fusionrs_jax.trainers import common
 from fusionrs_jax.trainers import siglip as siglip_trainer
@@ -27,7 +27,8 @@ def b16():
   config = siglip_ir.get_config("size=B16")
   model = siglip_trainer.build_model(config)
   abstract = jax.eval_shape(
-      lambda r: model.init(r, **siglip_model.dummy_inputs(model)), jax.random.PRNGKey(0))
+    lambda r: model.init(r, **siglip_model.dummy_inputs(model)), jax.random.PRNGKey(0)
+  )
   return config, model, abstract
 
 
@@ -40,20 +41,21 @@ def test_b16_preset_config_shards_params_over_every_device(b16):
 def test_param_and_adam_bytes_per_device_fall_linearly_with_fsdp(b16):
   config, _, abstract = b16
   tx = common.make_optimizer(config.optim, config.total_steps)
-  unboxed = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, abstract,
-                         is_leaf=lambda x: hasattr(x, "names"))
+  unboxed = jax.tree.map(
+    lambda x: x.value if hasattr(x, "value") else x, abstract, is_leaf=lambda x: hasattr(x, "names")
+  )
   params_bytes, opt_bytes = [], []
   for fsdp in FSDP_SIZES:
     mesh = sharding.make_mesh({"data": 8 // fsdp, "fsdp": fsdp, "model": 1})
     param_sh = sharding.param_shardings(abstract, mesh)
     params_bytes.append(_per_device_bytes(unboxed, param_sh))
     # The optimizer state's shardings exactly as the trainer's init_state places it.
-    args = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        unboxed, param_sh)
+    args = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, param_sh
+    )
     opt_sh = common.optimizer_shardings(tx, args, mesh)
     compiled = jax.jit(tx.init, out_shardings=opt_sh).lower(args).compile()
-    opt_bytes.append(_per_device_bytes(jax.eval_shape(tx.init, args),
-                                       compiled.output_shardings))
+    opt_bytes.append(_per_device_bytes(jax.eval_shape(tx.init, args), compiled.output_shardings))
   full = params_bytes[0]
   assert full > 150e6 * 4  # ~200M float32 params: a real ViT-B/16 + text tower
   for fsdp, p, o in zip(FSDP_SIZES, params_bytes, opt_bytes):
@@ -69,13 +71,16 @@ def test_optimizer_shardings_follow_params_through_masked_and_multi_transform_st
   mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "model": 1})
   fsdp = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
   repl = sharding.replicated(mesh)
-  params = {"enc": {"w": jax.ShapeDtypeStruct((16, 4), np.float32, sharding=fsdp)},
-            "dec": {"w": jax.ShapeDtypeStruct((16, 2), np.float32, sharding=fsdp),
-                    "b": jax.ShapeDtypeStruct((2,), np.float32, sharding=repl)}}
+  params = {
+    "enc": {"w": jax.ShapeDtypeStruct((16, 4), np.float32, sharding=fsdp)},
+    "dec": {
+      "w": jax.ShapeDtypeStruct((16, 2), np.float32, sharding=fsdp),
+      "b": jax.ShapeDtypeStruct((2,), np.float32, sharding=repl),
+    },
+  }
   if kind == "multi_transform":
     labels = {"enc": {"w": "frozen"}, "dec": {"w": "train", "b": "train"}}
-    tx = optax.multi_transform({"train": optax.adamw(1e-3), "frozen": optax.set_to_zero()},
-                               labels)
+    tx = optax.multi_transform({"train": optax.adamw(1e-3), "frozen": optax.set_to_zero()}, labels)
   else:
     tx = optax.masked(optax.adamw(1e-3), {"enc": {"w": False}, "dec": {"w": True, "b": True}})
   opt_sh = common.optimizer_shardings(tx, params, mesh)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fusionrs_jax import gan_losses as gl
+from fusionrs_jax.losses import gan as gl
 
 
 def test_lsgan_losses_are_zero_at_their_targets_and_match_formula():
@@ -28,7 +28,8 @@ def test_l1_terms_and_channel_adaptation():
 def _batch(start, n):
   """n images whose every pixel holds its id, so outputs can be traced back."""
   return jnp.arange(start, start + n, dtype=jnp.float32)[:, None, None, None] * jnp.ones(
-      (n, 2, 2, 1))
+    (n, 2, 2, 1)
+  )
 
 
 def test_pool_returns_new_images_while_filling_then_mixes_in_old_ones():

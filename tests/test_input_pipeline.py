@@ -6,13 +6,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionrs_jax import input_pipeline as ip
-from fusionrs_jax import records
+from fusionrs_jax.core import records
+from fusionrs_jax.data import input_pipeline as ip
 
 N = 24  # records in the "train" split (3 shards of 10, 10, 4)
 S, L = 16, 12  # image_size, text_len
-WORDS = ["red", "roof", "green", "field", "river", "road", "warm", "cold", "car", "tree",
-         "bright", "dark", "many", "few", "near", "a", "the", "with", "building", "parking"]
+WORDS = [
+  "red",
+  "roof",
+  "green",
+  "field",
+  "river",
+  "road",
+  "warm",
+  "cold",
+  "car",
+  "tree",
+  "bright",
+  "dark",
+  "many",
+  "few",
+  "near",
+  "a",
+  "the",
+  "with",
+  "building",
+  "parking",
+]
 
 
 def _png(img: Image.Image) -> bytes:
@@ -28,12 +48,16 @@ def _record(i: int, rng: np.random.Generator, rgb=True, ir=True) -> records.Reco
   img = Image.fromarray(small).resize((48, 40), Image.BILINEAR)
   words = lambda k: " ".join(rng.choice(WORDS, k))
   return records.Record(
-      id=f"r{i:03d}", source="test", split="train",
-      rgb=_png(img) if rgb else b"", ir=_png(img.convert("L")) if ir else b"",
-      ir_origin="rendered" if ir else "",
-      captions=[f"scene {i} {words(4)}" for _ in range(3)],
-      ir_captions=[f"thermal {i} {words(3)}" for _ in range(2)] if i % 2 == 0 else [],
-      label=f"class{i % 3}")
+    id=f"r{i:03d}",
+    source="test",
+    split="train",
+    rgb=_png(img) if rgb else b"",
+    ir=_png(img.convert("L")) if ir else b"",
+    ir_origin="rendered" if ir else "",
+    captions=[f"scene {i} {words(4)}" for _ in range(3)],
+    ir_captions=[f"thermal {i} {words(3)}" for _ in range(2)] if i % 2 == 0 else [],
+    label=f"class{i % 3}",
+  )
 
 
 @pytest.fixture(scope="session")
@@ -44,20 +68,34 @@ def data(tmp_path_factory):
   rng = np.random.default_rng(0)
   train = [_record(i, rng) for i in range(N)]
   records.write_split(train, str(root), "toy", "train", records_per_shard=10)
-  records.write_split([_record(i, rng, ir=False) for i in range(4)], str(root), "toy",
-                      "rgbonly")
+  records.write_split([_record(i, rng, ir=False) for i in range(4)], str(root), "toy", "rgbonly")
   texts = root / "captions.txt"
   texts.write_text("\n".join(c for r in train for c in r.captions + r.ir_captions))
   spm.SentencePieceTrainer.train(
-      input=str(texts), model_prefix=str(root / "spm"), vocab_size=80, model_type="unigram",
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, hard_vocab_limit=False,
-      minloglevel=2)
+    input=str(texts),
+    model_prefix=str(root / "spm"),
+    vocab_size=80,
+    model_type="unigram",
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
   return {"dir": str(root), "spm": str(root / "spm.model"), "train": train}
 
 
 def _loader(data, split="train", **kw):
-  args = {"batch_size": 4, "image_size": S, "seed": 7, "tokenizer_path": data["spm"],
-          "text_len": L, "shard_index": 0, "shard_count": 1}
+  args = {
+    "batch_size": 4,
+    "image_size": S,
+    "seed": 7,
+    "tokenizer_path": data["spm"],
+    "text_len": L,
+    "shard_index": 0,
+    "shard_count": 1,
+  }
   args.update(kw)
   return ip.make_train_loader(data["dir"], split, **args)
 
@@ -67,8 +105,9 @@ def _take(iterator, n):
 
 
 def _same(a, b):
-  return all(a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-             for a, b in zip(a, b))
+  return all(
+    a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a) for a, b in zip(a, b)
+  )
 
 
 def test_tokenizer_encodes_with_eos_pad_and_truncation(data):
@@ -76,8 +115,8 @@ def test_tokenizer_encodes_with_eos_pad_and_truncation(data):
   ids = tok.processor.encode(["scene 3 red roof"])[0]
   out = tok.encode(["scene 3 red roof", "scene 3 red roof " * 10], 12)
   assert out.dtype == np.int32 and out.shape == (2, 12)
-  np.testing.assert_array_equal(out[0, :len(ids) + 1], ids + [ip.EOS_ID])
-  assert (out[0, len(ids) + 1:] == ip.PAD_ID).all()
+  np.testing.assert_array_equal(out[0, : len(ids) + 1], ids + [ip.EOS_ID])
+  assert (out[0, len(ids) + 1 :] == ip.PAD_ID).all()
   assert out[1, -1] == ip.EOS_ID and (out[1] != ip.PAD_ID).all()
   assert tok.decode(out[:1]) == ["scene 3 red roof"]
 
@@ -98,9 +137,20 @@ def test_train_batch_shapes_and_normalization_range(data):
 def test_augmentation_is_identical_for_rgb_and_ir(data):
   aug = ip.Augment(scale=(0.2, 0.6), hflip=True, vflip=True, rot90=True)
   batches = _take(iter(_loader(data, augment=aug, batch_size=8)), 3)
-  plain = {int(i): r for b in ip.make_eval_batches(
-      data["dir"], "train", batch_size=8, image_size=S, tokenizer_path=data["spm"],
-      text_len=L, shard_index=0, shard_count=1) for i, r in zip(b["index"], b["rgb"])}
+  plain = {
+    int(i): r
+    for b in ip.make_eval_batches(
+      data["dir"],
+      "train",
+      batch_size=8,
+      image_size=S,
+      tokenizer_path=data["spm"],
+      text_len=L,
+      shard_index=0,
+      shard_count=1,
+    )
+    for i, r in zip(b["index"], b["rgb"])
+  }
   changed = 0
   for b in batches:
     rgb = (b["rgb"].astype(np.float64) + 1) * 127.5
@@ -110,15 +160,27 @@ def test_augmentation_is_identical_for_rgb_and_ir(data):
     np.testing.assert_allclose(ir, lum, atol=2.0)
     assert np.abs(ir - lum).mean() < 0.5
     assert np.abs(ir - lum[:, :, ::-1]).mean() > 5  # a flip of one alone would show
-    changed += sum(not np.allclose(r, plain[int(i)], atol=0.05)
-                   for i, r in zip(b["index"], b["rgb"]))
+    changed += sum(
+      not np.allclose(r, plain[int(i)], atol=0.05) for i, r in zip(b["index"], b["rgb"])
+    )
   assert changed >= 20  # the augmentation really moved pixels (24 examples seen)
 
 
 def test_eval_images_match_a_direct_pil_resize(data):
-  batch = next(iter(ip.make_eval_batches(
-      data["dir"], "train", batch_size=4, image_size=S, tokenizer_path=data["spm"],
-      text_len=L, shard_index=0, shard_count=1)))
+  batch = next(
+    iter(
+      ip.make_eval_batches(
+        data["dir"],
+        "train",
+        batch_size=4,
+        image_size=S,
+        tokenizer_path=data["spm"],
+        text_len=L,
+        shard_index=0,
+        shard_count=1,
+      )
+    )
+  )
   for i, rgb in zip(batch["index"], batch["rgb"]):
     img = Image.open(io.BytesIO(data["train"][i].rgb)).resize((S, S), Image.BILINEAR)
     np.testing.assert_allclose(rgb, np.asarray(img) / 127.5 - 1, atol=1e-5)
@@ -134,8 +196,7 @@ def test_tokens_are_one_of_the_records_captions(data):
       assert b["tokens"][row].tolist() in scene
       seen_choices.add(scene.index(b["tokens"][row].tolist()))
       ir_candidates = rec.ir_captions or rec.captions
-      assert b["ir_tokens"][row].tolist() in [
-          t.tolist() for t in tok.encode(ir_candidates, L)]
+      assert b["ir_tokens"][row].tolist() in [t.tolist() for t in tok.encode(ir_candidates, L)]
       assert b["has_ir_caption"][row] == bool(rec.ir_captions)
   assert seen_choices == {0, 1, 2}  # captions are sampled, not always the first
 
@@ -168,9 +229,18 @@ def test_process_shards_are_disjoint_and_cover_the_split(data):
 def test_eval_pass_sees_every_record_once_across_processes(data):
   counts, batches_per_process = np.zeros(N, int), []
   for p in range(3):
-    batches = list(ip.make_eval_batches(
-        data["dir"], "train", batch_size=5, image_size=S, tokenizer_path=data["spm"],
-        text_len=L, shard_index=p, shard_count=3))
+    batches = list(
+      ip.make_eval_batches(
+        data["dir"],
+        "train",
+        batch_size=5,
+        image_size=S,
+        tokenizer_path=data["spm"],
+        text_len=L,
+        shard_index=p,
+        shard_count=3,
+      )
+    )
     batches_per_process.append(len(batches))
     for b in batches:
       assert b["rgb"].shape == (5, S, S, 3)
@@ -197,8 +267,8 @@ def test_orbax_checkpoint_manager_round_trips_the_iterator(data, tmp_path):
 
   # The way checkpoint.py saves the data iterator beside the train state.
   manager = ocp.CheckpointManager(
-      tmp_path, item_names=("data",),
-      item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+    tmp_path, item_names=("data",), item_handlers={"data": grain.checkpoint.CheckpointHandler()}
+  )
   it = iter(_loader(data))
   _take(it, 2)
   manager.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
@@ -228,8 +298,11 @@ def test_missing_modality_zero_filled_with_mask_or_clear_error(data):
   assert (batch["ir"] == 0).all()
   with pytest.raises(records.RecordError, match=r"record 'r00\d'.*no ir image"):
     next(iter(_loader(data, split="rgbonly", batch_size=2, missing_modality="error")))
-  only_rgb = next(iter(_loader(data, split="rgbonly", batch_size=2, modalities=("rgb",),
-                               missing_modality="error")))
+  only_rgb = next(
+    iter(
+      _loader(data, split="rgbonly", batch_size=2, modalities=("rgb",), missing_modality="error")
+    )
+  )
   assert "ir" not in only_rgb and "has_ir" not in only_rgb
 
 

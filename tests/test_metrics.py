@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from fusionrs_jax import metrics
+from fusionrs_jax.core import metrics
 
 
 def test_writer_writes_jsonl_and_tensorboard_events(tmp_path):

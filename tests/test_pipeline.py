@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from fusionrs_jax import pipeline
 from fusionrs_jax.evaluators import presence
+from fusionrs_jax.pipeline import run as pipeline
 
 
 def test_compare_calls_differences_inside_the_seed_noise_that():
@@ -17,8 +17,9 @@ def test_compare_calls_differences_inside_the_seed_noise_that():
   close = pipeline.compare([10.0, 14.0, 12.0], [11.0, 13.0, 11.5])
   assert close["verdict"] == "within noise"
   # noise = 2 * sqrt(sa^2/n + sb^2/n) with sample std (ddof=1).
-  np.testing.assert_allclose(close["noise"], 2 * np.sqrt(4 / 3 + np.var([11, 13, 11.5],
-                                                                        ddof=1) / 3))
+  np.testing.assert_allclose(
+    close["noise"], 2 * np.sqrt(4 / 3 + np.var([11, 13, 11.5], ddof=1) / 3)
+  )
   assert "no noise estimate" in pipeline.compare([2.0], [1.0])["verdict"]
 
 
@@ -42,15 +43,21 @@ def test_presence_metrics_on_known_scores():
 
 
 def test_presence_labels_need_boxes():
-  from fusionrs_jax import records
+  from fusionrs_jax.core import records
 
-  rec = records.Record(id="a", source="s", split="val", ir=b"x", ir_origin="real",
-                       meta={"objects": [{"category": "Car", "bbox": [0, 0, 1, 1]}]})
-  np.testing.assert_array_equal(presence.presence_labels([rec], ["Person", "Car"]),
-                                [[False, True]])
+  rec = records.Record(
+    id="a",
+    source="s",
+    split="val",
+    ir=b"x",
+    ir_origin="real",
+    meta={"objects": [{"category": "Car", "bbox": [0, 0, 1, 1]}]},
+  )
+  np.testing.assert_array_equal(presence.presence_labels([rec], ["Person", "Car"]), [[False, True]])
   with pytest.raises(records.RecordError, match="'b'.*objects"):
-    presence.presence_labels([records.Record(id="b", source="s", split="val", ir=b"x",
-                                             ir_origin="real")], ["Car"])
+    presence.presence_labels(
+      [records.Record(id="b", source="s", split="val", ir=b"x", ir_origin="real")], ["Car"]
+    )
 
 
 def _png(width: int, height: int) -> bytes:
@@ -64,29 +71,41 @@ def _png(width: int, height: int) -> bytes:
 
 
 def test_box_sizes_are_measured_at_the_model_input_resolution():
-  from fusionrs_jax import records
+  from fusionrs_jax.core import records
 
-  objs = [{"category": "Car", "bbox": [0, 0, 32, 16]},    # 6.4 x 4.0 px at 64 x 64
-          {"category": "Car", "bbox": [10, 10, 10, 40]},  # 2.0 x 10.0 px
-          {"category": "Car", "bbox": [5, 5, 15, 8]},     # 3.0 x 2.0 px
-          {"category": "Person", "bbox": [1, 1, 5, 4]}]
-  rec = records.Record(id="h/1", source="h", split="val", ir=_png(320, 256),
-                       ir_origin="real", meta={"objects": objs})
+  objs = [
+    {"category": "Car", "bbox": [0, 0, 32, 16]},  # 6.4 x 4.0 px at 64 x 64
+    {"category": "Car", "bbox": [10, 10, 10, 40]},  # 2.0 x 10.0 px
+    {"category": "Car", "bbox": [5, 5, 15, 8]},  # 3.0 x 2.0 px
+    {"category": "Person", "bbox": [1, 1, 5, 4]},
+  ]
+  rec = records.Record(
+    id="h/1", source="h", split="val", ir=_png(320, 256), ir_origin="real", meta={"objects": objs}
+  )
   got = presence.median_box_px([rec], ["Car", "Person", "Bicycle"], image_size=64)
   assert got["Car"] == pytest.approx(6.4)
   assert got["Person"] == pytest.approx(1.0)
   assert np.isnan(got["Bicycle"])
-  broken = records.Record(id="h/2", source="h", split="val", ir=b"not an image",
-                          ir_origin="real", meta={"objects": objs})
+  broken = records.Record(
+    id="h/2", source="h", split="val", ir=b"not an image", ir_origin="real", meta={"objects": objs}
+  )
   with pytest.raises(records.RecordError, match="'h/2'.*unreadable ir"):
     presence.median_box_px([broken], ["Car"], image_size=64)
 
 
 def test_caption_mentions_count_whole_words_of_each_class():
-  texts = ["Many cars are parked.", "A carpet of green fields.", "Two people and a bike.",
-           "a car near PEOPLE", "bicycles"]
+  texts = [
+    "Many cars are parked.",
+    "A carpet of green fields.",
+    "Two people and a bike.",
+    "a car near PEOPLE",
+    "bicycles",
+  ]
   assert presence.caption_mentions(texts, ["Person", "Car", "Bicycle"]) == {
-      "Person": 2, "Car": 2, "Bicycle": 2}
+    "Person": 2,
+    "Car": 2,
+    "Bicycle": 2,
+  }
 
 
 def _slice_sources(shared: str, out: str) -> tuple[str, str]:
@@ -112,8 +131,11 @@ def _slice_sources(shared: str, out: str) -> tuple[str, str]:
       ann = json.load(f)
     images = ann["images"][:6]
     ids = {im["id"] for im in images}
-    ann = {**ann, "images": images,
-           "annotation": [a for a in ann["annotation"] if a["image_id"] in ids]}
+    ann = {
+      **ann,
+      "images": images,
+      "annotation": [a for a in ann["annotation"] if a["image_id"] in ids],
+    }
     with open(os.path.join(hit, "annotations", f"{split}.json"), "w") as f:
       json.dump(ann, f)
   os.symlink(os.path.join(shared, "hit_uav", "images"), os.path.join(hit, "images"))
@@ -145,8 +167,12 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
     # The 8 training images' 40 scene captions + 4 IR-aware captions each.
     assert summary["presence"][v]["train_captions"] == 8 * 5 + 8 * 4
     assert summary["presence"][v]["Car/median_box_px"] > 0
-  assert set(summary["captioning"]) == {"captioner_rgb_ir", "captioner_rgb", "captioner_ir",
-                                        "captioner_rgb_ir_scene_encoder"}
+  assert set(summary["captioning"]) == {
+    "captioner_rgb_ir",
+    "captioner_rgb",
+    "captioner_ir",
+    "captioner_rgb_ir_scene_encoder",
+  }
   assert {cl["claim"] for cl in summary["claims"]} == {1, 2, 3, 4}
   tr = summary["translation"]
   assert set(tr["generator"]) == {"intensity_w1", "gradient_w1", "contrast_w1"}
@@ -176,16 +202,27 @@ def test_cli_lists_stages_and_names_a_missing_source_in_one_line(tmp_path):
 
   from tests.conftest import REPO
 
-  base = [sys.executable, "-m", "fusionrs_jax.pipeline",
-          "--config=configs/pipeline_fusionrs.py:profile=tiny",
-          f"--config.out={tmp_path / 'runs'}", f"--config.results={tmp_path / 'results'}",
-          f"--config.docs={tmp_path / 'docs'}", f"--config.ucm_dir={tmp_path / 'nowhere'}"]
-  listed = subprocess.run(base + ["--list"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+  base = [
+    sys.executable,
+    "-m",
+    "fusionrs_jax.pipeline",
+    "--config=configs/pipeline_fusionrs.py:profile=tiny",
+    f"--config.out={tmp_path / 'runs'}",
+    f"--config.results={tmp_path / 'results'}",
+    f"--config.docs={tmp_path / 'docs'}",
+    f"--config.ucm_dir={tmp_path / 'nowhere'}",
+  ]
+  listed = subprocess.run(base + ["--list"], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert listed.returncode == 0, listed.stderr
   names = [line.split()[0] for line in listed.stdout.splitlines()]
-  assert names[:6] == ["ingest_ucm", "ingest_hit_uav", "translator", "translate",
-                       "ir_captions", "tokenizer"]
+  assert names[:6] == [
+    "ingest_ucm",
+    "ingest_hit_uav",
+    "translator",
+    "translate",
+    "ir_captions",
+    "tokenizer",
+  ]
   assert "siglip_rgb_only_s1" in names and "captioner_ir" in names
   failed = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert failed.returncode == 2
@@ -195,18 +232,23 @@ def test_cli_lists_stages_and_names_a_missing_source_in_one_line(tmp_path):
 
 
 def test_presence_section_explains_box_sizes_without_the_training_captions():
-  from fusionrs_jax import pipeline_report
+  from fusionrs_jax.pipeline import report as pipeline_report
 
   stat = {"mean": 0.5, "std": 0.01, "per_seed": [0.49, 0.51]}
   row = {f"{cl}/{m}": stat for cl in pipeline_report.PRESENCE_CLASSES for m in ("auc",)}
-  row.update({"mean/auc": stat, "mean/balanced_acc": stat, "image_size": 64.0,
-              "patch_size": 8.0})
+  row.update({"mean/auc": stat, "mean/balanced_acc": stat, "image_size": 64.0, "patch_size": 8.0})
   for cl, px in zip(pipeline_report.PRESENCE_CLASSES, (2.4, 6.6, 3.5)):
     row[f"{cl}/prevalence"], row[f"{cl}/median_box_px"] = 0.5, px
   text = "\n".join(pipeline_report._presence_section({"presence": {"trimodal": row}}))
   assert "Person 2.4 px, Car 6.6 px, Bicycle 3.5 px" in text
   assert "training captions" not in text
-  row.update({"train_captions": 100.0, "Person/train_caption_mentions": 0.0,
-              "Car/train_caption_mentions": 40.0, "Bicycle/train_caption_mentions": 0.0})
+  row.update(
+    {
+      "train_captions": 100.0,
+      "Person/train_caption_mentions": 0.0,
+      "Car/train_caption_mentions": 40.0,
+      "Bicycle/train_caption_mentions": 0.0,
+    }
+  )
   text = "\n".join(pipeline_report._presence_section({"presence": {"trimodal": row}}))
   assert "of the 100 training captions (scene + IR-aware) 0 name Person, 40 name Car" in text

@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
-from fusionrs_jax import sharding
+from fusionrs_jax.core import sharding
 
 
 def test_mesh_shape_fills_the_minus_one_axis():
@@ -15,8 +15,9 @@ def test_mesh_shape_fills_the_minus_one_axis():
   assert sharding.mesh_shape({"data": 2, "fsdp": -1}, 8) == (2, 4, 1)
 
 
-@pytest.mark.parametrize("sizes", [{"data": -1, "fsdp": -1}, {"data": 3, "fsdp": -1},
-                                   {"data": 2, "fsdp": 2, "model": 1}])
+@pytest.mark.parametrize(
+  "sizes", [{"data": -1, "fsdp": -1}, {"data": 3, "fsdp": -1}, {"data": 2, "fsdp": 2, "model": 1}]
+)
 def test_mesh_shape_rejects_impossible_layouts(sizes):
   with pytest.raises(ValueError, match="mesh"):
     sharding.mesh_shape(sizes, 8)
@@ -39,10 +40,12 @@ def test_logical_to_spec_maps_through_rules_and_uses_each_axis_once():
 class _Tiny(nn.Module):
   @nn.compact
   def __call__(self, x):
-    x = nn.Dense(16, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.normal(), ("embed", "mlp")))(x)
-    return nn.Dense(3, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.normal(), ("mlp", "norm")))(x)
+    x = nn.Dense(
+      16, kernel_init=nn.with_logical_partitioning(nn.initializers.normal(), ("embed", "mlp"))
+    )(x)
+    return nn.Dense(
+      3, kernel_init=nn.with_logical_partitioning(nn.initializers.normal(), ("mlp", "norm"))
+    )(x)
 
 
 def test_param_shardings_follow_annotations_and_skip_indivisible_dims():
@@ -61,8 +64,10 @@ def test_param_shardings_follow_annotations_and_skip_indivisible_dims():
 
 def test_place_batch_builds_global_arrays_split_over_batch_shards():
   mesh = sharding.make_mesh({"data": -1, "fsdp": 2})
-  batch = {"rgb": np.arange(16 * 3, dtype=np.float32).reshape(16, 3),
-           "ids": np.array([f"id{i}" for i in range(16)])}
+  batch = {
+    "rgb": np.arange(16 * 3, dtype=np.float32).reshape(16, 3),
+    "ids": np.array([f"id{i}" for i in range(16)]),
+  }
   placed = sharding.place_batch(batch, mesh)
   assert set(placed) == {"rgb"}  # strings stay on the host.
   np.testing.assert_array_equal(np.asarray(placed["rgb"]), batch["rgb"])

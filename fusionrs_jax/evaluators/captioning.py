@@ -35,7 +35,7 @@ def tokenize(text: str) -> list[str]:
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> collections.Counter:
-  return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+  return collections.Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 # ----------------------------------------------------------------------------
@@ -43,8 +43,7 @@ def _ngrams(tokens: Sequence[str], n: int) -> collections.Counter:
 # ----------------------------------------------------------------------------
 
 
-def bleu(hyps: Sequence[list[str]], refs: Sequence[list[list[str]]], max_n: int = 4
-         ) -> list[float]:
+def bleu(hyps: Sequence[list[str]], refs: Sequence[list[list[str]]], max_n: int = 4) -> list[float]:
   """Corpus BLEU-1..max_n as coco-caption: clipped n-gram counts summed over the corpus,
   brevity penalty from the closest reference length of each hypothesis."""
   correct, total = [0] * max_n, [0] * max_n
@@ -98,8 +97,9 @@ def meteor_single(h: list[str], r: list[str], alpha=0.9, beta=3.0, gamma=0.5) ->
     return 0.0
   p, rec = m / len(h), m / len(r)
   fmean = p * rec / (alpha * p + (1 - alpha) * rec)
-  chunks = 1 + sum(1 for (i0, j0), (i1, j1) in itertools.pairwise(pairs)
-                   if not (i1 == i0 + 1 and j1 == j0 + 1))
+  chunks = 1 + sum(
+    1 for (i0, j0), (i1, j1) in itertools.pairwise(pairs) if not (i1 == i0 + 1 and j1 == j0 + 1)
+  )
   return fmean * (1 - gamma * (chunks / m) ** beta)
 
 
@@ -142,8 +142,9 @@ def _tfidf(tokens, doc_freq, log_num_docs, n_max=4):
   """Per n: ({ngram: tf * idf}, norm); tf is the raw count, idf = log(N) - log(max(1, df))."""
   vecs = []
   for n in range(1, n_max + 1):
-    vec = {g: c * (log_num_docs - math.log(max(1.0, doc_freq[g])))
-           for g, c in _ngrams(tokens, n).items()}
+    vec = {
+      g: c * (log_num_docs - math.log(max(1.0, doc_freq[g]))) for g, c in _ngrams(tokens, n).items()
+    }
     vecs.append((vec, math.sqrt(sum(v * v for v in vec.values()))))
   return vecs
 
@@ -202,8 +203,11 @@ def _mean(xs: Iterable[float]) -> float:
   return sum(xs) / len(xs) if xs else 0.0
 
 
-def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                    official_meteor: bool | None = None) -> dict[str, float]:
+def caption_metrics(
+  predictions: Sequence[str],
+  references: Sequence[Sequence[str]],
+  official_meteor: bool | None = None,
+) -> dict[str, float]:
   """{BLEU-1..4, METEOR, ROUGE-L, CIDEr-D} in [0, 1] (CIDEr-D in [0, 10]) over a set.
 
   official_meteor: None = Meteor 1.5 when coco_caption.available(), else "METEOR-exact".
@@ -237,8 +241,9 @@ def score_by_task(rows: Sequence[dict]) -> dict[str, float]:
       out[f"{task}/exact_match"] = _mean(exact_match(p, r) for p, r in zip(preds, refs))
       out[f"{task}/token_f1"] = _mean(token_f1(p, r) for p, r in zip(preds, refs))
   if answers:
-    out["answers/exact_match"] = _mean(exact_match(r["prediction"], r["references"])
-                                       for r in answers)
+    out["answers/exact_match"] = _mean(
+      exact_match(r["prediction"], r["references"]) for r in answers
+    )
     out["answers/token_f1"] = _mean(token_f1(r["prediction"], r["references"]) for r in answers)
   return out
 
@@ -255,9 +260,16 @@ class CaptioningEvaluator:
     rows = []
     for batch, chunk in self.batches():
       texts = self.generate(params, batch)
-      rows += [{"record_id": it.record_id, "task": it.task, "prompt": it.prompt,
-                "prediction": t, "references": it.references}
-               for it, t in zip(chunk, texts)]
+      rows += [
+        {
+          "record_id": it.record_id,
+          "task": it.task,
+          "prompt": it.prompt,
+          "prediction": t,
+          "references": it.references,
+        }
+        for it, t in zip(chunk, texts)
+      ]
     self.rows = rows
     return score_by_task(rows)
 
@@ -273,8 +285,10 @@ def main(argv: Sequence[str]) -> int:
     rows = [json.loads(line) for line in f if line.strip()]
   for i, row in enumerate(rows):
     if not isinstance(row.get("references"), list) or "prediction" not in row:
-      print(f"error: {args.predictions} line {i + 1} needs 'prediction' and a 'references' "
-            f"list", file=sys.stderr)
+      print(
+        f"error: {args.predictions} line {i + 1} needs 'prediction' and a 'references' list",
+        file=sys.stderr,
+      )
       return 2
     row.setdefault("task", "caption")
   scores = score_by_task(rows)

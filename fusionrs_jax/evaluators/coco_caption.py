@@ -51,8 +51,7 @@ def meteor(hyps: Sequence[Tokens], refs: Sequence[Sequence[Tokens]]) -> tuple[fl
   return float(score), [float(s) for s in per_item]
 
 
-def reference_scores(hyps: Sequence[Tokens], refs: Sequence[Sequence[Tokens]]
-                     ) -> dict[str, float]:
+def reference_scores(hyps: Sequence[Tokens], refs: Sequence[Sequence[Tokens]]) -> dict[str, float]:
   """pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr-D (no Java needed for these)."""
   from pycocoevalcap.bleu.bleu import Bleu
   from pycocoevalcap.cider.cider import Cider

@@ -39,15 +39,19 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from fusionrs_jax import input_pipeline, records, sharding
+from fusionrs_jax.core import records, sharding
+from fusionrs_jax.data import input_pipeline
 
 # Box category -> plural noun used in the prompts (HIT-UAV's categories).
 CLASSES = {"Person": "people", "Car": "cars", "Bicycle": "bicycles"}
 WITH_PROMPT = "an infrared aerial image with {}"
 WITHOUT_PROMPT = "an infrared aerial image without {}"
 # Words that count as naming a class in a training caption (whole words, lower case).
-NOUN_FORMS = {"Person": ("people", "person", "persons", "pedestrian", "pedestrians"),
-              "Car": ("car", "cars"), "Bicycle": ("bicycle", "bicycles", "bike", "bikes")}
+NOUN_FORMS = {
+  "Person": ("people", "person", "persons", "pedestrian", "pedestrians"),
+  "Car": ("car", "cars"),
+  "Bicycle": ("bicycle", "bicycles", "bike", "bikes"),
+}
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -65,7 +69,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     j = i
     while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
       j += 1
-    ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0  # average rank of a tie group (1-based)
+    ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0  # average rank of a tie group (1-based)
     i = j + 1
   u = ranks[labels].sum() - pos * (pos + 1) / 2.0
   return float(u / (pos * neg))
@@ -78,12 +82,12 @@ def class_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   prevalence = float(labels.mean())
   recalls = [float(np.mean(pred[labels == v] == v)) for v in (True, False) if (labels == v).any()]
   return {
-      "auc": roc_auc(scores, labels),
-      "acc": float(np.mean(pred == labels)),
-      "balanced_acc": float(np.mean(recalls)),
-      "chance_acc": max(prevalence, 1.0 - prevalence),
-      "prevalence": prevalence,
-      "predicted_present": float(pred.mean()),
+    "auc": roc_auc(scores, labels),
+    "acc": float(np.mean(pred == labels)),
+    "balanced_acc": float(np.mean(recalls)),
+    "chance_acc": max(prevalence, 1.0 - prevalence),
+    "prevalence": prevalence,
+    "predicted_present": float(pred.mean()),
   }
 
 
@@ -94,15 +98,18 @@ def presence_labels(recs: Sequence[records.Record], classes: Sequence[str]) -> n
   for n, rec in enumerate(recs):
     objects = rec.meta.get("objects")
     if not isinstance(objects, list):
-      raise records.RecordError(f"record {rec.id!r} has no meta['objects'] box list; "
-                                f"presence needs box annotations (e.g. HIT-UAV)")
+      raise records.RecordError(
+        f"record {rec.id!r} has no meta['objects'] box list; "
+        f"presence needs box annotations (e.g. HIT-UAV)"
+      )
     present = {o.get("category") for o in objects if isinstance(o, dict)}
     out[n] = [c in present for c in classes]
   return out
 
 
-def median_box_px(recs: Sequence[records.Record], classes: Sequence[str], image_size: int,
-                  modality: str = "ir") -> dict[str, float]:
+def median_box_px(
+  recs: Sequence[records.Record], classes: Sequence[str], image_size: int, modality: str = "ir"
+) -> dict[str, float]:
   """Median longest side, in model-input pixels, of each class's boxes ([x, y, w, h] in the
   stored image's pixels) once the `modality` image is resized to image_size x image_size.
   NaN for a class without boxes."""
@@ -120,31 +127,39 @@ def median_box_px(recs: Sequence[records.Record], classes: Sequence[str], image_
   return {c: float(np.median(v)) if v else float("nan") for c, v in sides.items()}
 
 
-def caption_mentions(texts: Sequence[str], classes: Sequence[str],
-                     forms: dict[str, Sequence[str]] = NOUN_FORMS) -> dict[str, int]:
+def caption_mentions(
+  texts: Sequence[str], classes: Sequence[str], forms: dict[str, Sequence[str]] = NOUN_FORMS
+) -> dict[str, int]:
   """How many of `texts` name each class (any of its word forms, whole words)."""
-  patterns = {c: re.compile(r"\b(" + "|".join(map(re.escape, forms[c])) + r")\b")
-              for c in classes}
+  patterns = {c: re.compile(r"\b(" + "|".join(map(re.escape, forms[c])) + r")\b") for c in classes}
   return {c: sum(bool(p.search(t.lower())) for t in texts) for c, p in patterns.items()}
 
 
 def training_captions(data_dir: str, split: str = "train") -> list[str]:
   """Scene and IR-aware captions of a dataset split (what the text tower was trained on)."""
-  return [t for rec in records.read_records(records.list_shards(data_dir, split))
-          for t in (*rec.captions, *rec.ir_captions)]
+  return [
+    t
+    for rec in records.read_records(records.list_shards(data_dir, split))
+    for t in (*rec.captions, *rec.ir_captions)
+  ]
 
 
-def presence_scores(image_emb: np.ndarray, with_emb: np.ndarray,
-                    without_emb: np.ndarray) -> np.ndarray:
+def presence_scores(
+  image_emb: np.ndarray, with_emb: np.ndarray, without_emb: np.ndarray
+) -> np.ndarray:
   """[N, D] images, [C, D] "with" and "without" prompts (unit norm) -> [N, C] scores."""
   return image_emb @ with_emb.T - image_emb @ without_emb.T
 
 
-def evaluate(embed_images: Callable[[np.ndarray], np.ndarray],
-             embed_texts: Callable[[list[str]], np.ndarray], recs: Sequence[records.Record],
-             images: np.ndarray, classes: dict[str, str] = CLASSES,
-             with_prompt: str = WITH_PROMPT, without_prompt: str = WITHOUT_PROMPT
-             ) -> dict[str, float]:
+def evaluate(
+  embed_images: Callable[[np.ndarray], np.ndarray],
+  embed_texts: Callable[[list[str]], np.ndarray],
+  recs: Sequence[records.Record],
+  images: np.ndarray,
+  classes: dict[str, str] = CLASSES,
+  with_prompt: str = WITH_PROMPT,
+  without_prompt: str = WITHOUT_PROMPT,
+) -> dict[str, float]:
   """Flat metrics `{class}/{metric}` plus `mean/{auc,balanced_acc}` over classes."""
   names = list(classes)
   labels = presence_labels(recs, names)
@@ -164,19 +179,25 @@ def _batched(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
   """fn over fixed-size batches (the last padded) so it compiles once."""
   out = []
   for start in range(0, len(x), batch_size):
-    chunk = x[start:start + batch_size]
+    chunk = x[start : start + batch_size]
     pad = batch_size - len(chunk)
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    out.append(np.asarray(jax.device_get(fn(chunk)))[:batch_size - pad])
+    out.append(np.asarray(jax.device_get(fn(chunk)))[: batch_size - pad])
   return np.concatenate(out).astype(np.float32)
 
 
-def evaluate_workdir(workdir: str, data_dir: str, split: str = "val", modality: str = "ir",
-                     step: int | None = None, batch_size: int = 64) -> dict[str, float]:
+def evaluate_workdir(
+  workdir: str,
+  data_dir: str,
+  split: str = "val",
+  modality: str = "ir",
+  step: int | None = None,
+  batch_size: int = 64,
+) -> dict[str, float]:
   """Presence metrics of a SigLIP run folder's newest (or given) checkpoint on the
   `modality` images of `data_dir:split`."""
-  from fusionrs_jax import checkpoint
+  from fusionrs_jax.core import checkpoint
   from fusionrs_jax.trainers import common, siglip
 
   with open(os.path.join(workdir, "config.json")) as f:
@@ -186,12 +207,19 @@ def evaluate_workdir(workdir: str, data_dir: str, split: str = "val", modality: 
   step, raw = checkpoint.run_params(workdir, step)
   params = jax.tree.map(jnp.asarray, raw)
   tok = input_pipeline.Tokenizer(common.tokenizer_path(config.data))
-  pre = input_pipeline.Preprocess(image_size=model.image_size, tokenizer=None, text_len=1,
-                                  modalities=(modality,), caption_fields=(),
-                                  missing_modality="error", where=f"{data_dir}:{split}")
+  pre = input_pipeline.Preprocess(
+    image_size=model.image_size,
+    tokenizer=None,
+    text_len=1,
+    modalities=(modality,),
+    caption_fields=(),
+    missing_modality="error",
+    where=f"{data_dir}:{split}",
+  )
   recs, images = [], []
-  for i, data in enumerate(d for p in records.list_shards(data_dir, split)
-                           for d in records.read_array_record(p)):
+  for i, data in enumerate(
+    d for p in records.list_shards(data_dir, split) for d in records.read_array_record(p)
+  ):
     recs.append(records.decode(data, where=f"{data_dir}:{split} record #{i}"))
     images.append(pre((i, data), None)[modality])
   if not recs:
@@ -201,10 +229,13 @@ def evaluate_workdir(workdir: str, data_dir: str, split: str = "val", modality: 
   bs = -(-batch_size // shards) * shards
   with sharding.activate(mesh):
     out = evaluate(
-        lambda x: _batched(lambda c: embed_images(params, c, modality), x, bs),
-        lambda texts: _batched(lambda t: embed_texts(params, t),
-                               tok.encode(texts, model.text_len), bs),
-        recs, np.stack(images))
+      lambda x: _batched(lambda c: embed_images(params, c, modality), x, bs),
+      lambda texts: _batched(
+        lambda t: embed_texts(params, t), tok.encode(texts, model.text_len), bs
+      ),
+      recs,
+      np.stack(images),
+    )
   out["step"] = float(step)
   names = list(CLASSES)
   out["image_size"], out["patch_size"] = float(model.image_size), float(model.patch_size)
@@ -223,14 +254,25 @@ def evaluate_workdir(workdir: str, data_dir: str, split: str = "val", modality: 
 
 def format_table(metrics: dict[str, float]) -> str:
   names = [c for c in CLASSES if f"{c}/auc" in metrics]
-  cols = tuple(c for c in ("prevalence", "auc", "acc", "chance_acc", "balanced_acc",
-                            "median_box_px", "train_caption_mentions")
-               if f"{names[0]}/{c}" in metrics)
+  cols = tuple(
+    c
+    for c in (
+      "prevalence",
+      "auc",
+      "acc",
+      "chance_acc",
+      "balanced_acc",
+      "median_box_px",
+      "train_caption_mentions",
+    )
+    if f"{names[0]}/{c}" in metrics
+  )
   widths = [max(14, len(c) + 2) for c in cols]
   lines = [f"{'class':<10}" + "".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
   for n in names:
-    lines.append(f"{n:<10}" + "".join(f"{metrics[f'{n}/{c}']:{w}.3f}"
-                                      for c, w in zip(cols, widths)))
+    lines.append(
+      f"{n:<10}" + "".join(f"{metrics[f'{n}/{c}']:{w}.3f}" for c, w in zip(cols, widths))
+    )
   return "\n".join(lines)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 from absl import logging
 
-from fusionrs_jax import input_pipeline, records
+from fusionrs_jax.core import records
+from fusionrs_jax.data import input_pipeline
 
 DIRECTIONS = ("rgb2text", "text2rgb", "ir2text", "text2ir", "rgb2ir", "ir2rgb")
 # Against the IR-aware captions, reported when the split has them.
@@ -55,12 +56,16 @@ def caption_positives(image_caption_ids: list[list[int]], texts: list[str]) -> n
   return pos
 
 
-def retrieval_table(emb: dict[str, np.ndarray], pos_text: np.ndarray,
-                    pos_irtext: np.ndarray | None, ks: Sequence[int]) -> dict[str, float]:
+def retrieval_table(
+  emb: dict[str, np.ndarray], pos_text: np.ndarray, pos_irtext: np.ndarray | None, ks: Sequence[int]
+) -> dict[str, float]:
   """Embeddings {rgb [I,D], ir [I,D], text [T,D], ir_text [T',D]} -> flat metrics dict."""
   out = {}
-  pairs = {"rgb2text": ("rgb", "text", pos_text), "ir2text": ("ir", "text", pos_text),
-           "rgb2ir": ("rgb", "ir", np.eye(len(emb["rgb"]), dtype=bool))}
+  pairs = {
+    "rgb2text": ("rgb", "text", pos_text),
+    "ir2text": ("ir", "text", pos_text),
+    "rgb2ir": ("rgb", "ir", np.eye(len(emb["rgb"]), dtype=bool)),
+  }
   if pos_irtext is not None:
     pairs["ir2irtext"] = ("ir", "ir_text", pos_irtext)
   for name, (a, b, pos) in pairs.items():
@@ -72,16 +77,23 @@ def retrieval_table(emb: dict[str, np.ndarray], pos_text: np.ndarray,
       out[f"{back}/R@{k}"] = v
   out["mR"] = float(np.mean([out[f"{d}/R@{k}"] for d in DIRECTIONS for k in ks]))
   if pos_irtext is not None:
-    out["mR_irtext"] = float(np.mean([out[f"{d}/R@{k}"]
-                                      for d in IR_CAPTION_DIRECTIONS for k in ks]))
+    out["mR_irtext"] = float(
+      np.mean([out[f"{d}/R@{k}"] for d in IR_CAPTION_DIRECTIONS for k in ks])
+    )
   return out
 
 
-_UCM_NAMES = {"baseballdiamond": "baseball diamond", "denseresidential": "dense residential area",
-              "golfcourse": "golf course", "mediumresidential": "medium residential area",
-              "mobilehomepark": "mobile home park", "parkinglot": "parking lot",
-              "sparseresidential": "sparse residential area", "storagetanks": "storage tanks",
-              "tenniscourt": "tennis court"}
+_UCM_NAMES = {
+  "baseballdiamond": "baseball diamond",
+  "denseresidential": "dense residential area",
+  "golfcourse": "golf course",
+  "mediumresidential": "medium residential area",
+  "mobilehomepark": "mobile home park",
+  "parkinglot": "parking lot",
+  "sparseresidential": "sparse residential area",
+  "storagetanks": "storage tanks",
+  "tenniscourt": "tennis court",
+}
 
 
 def class_phrase(label: str) -> str:
@@ -96,10 +108,21 @@ class RetrievalEvaluator:
   `embed_texts(params, tokens [N,L]) -> [N,D]` are jitted by the caller's model code.
   """
 
-  def __init__(self, data_dir: str, split: str, *, image_size: int, tokenizer_path: str,
-               text_len: int, batch_size: int, embed_images: Callable, embed_texts: Callable,
-               ks: Sequence[int] = (1, 5, 10), rgb_prompt: str = "an aerial image of a {}",
-               ir_prompt: str = "an infrared aerial image of a {}"):
+  def __init__(
+    self,
+    data_dir: str,
+    split: str,
+    *,
+    image_size: int,
+    tokenizer_path: str,
+    text_len: int,
+    batch_size: int,
+    embed_images: Callable,
+    embed_texts: Callable,
+    ks: Sequence[int] = (1, 5, 10),
+    rgb_prompt: str = "an aerial image of a {}",
+    ir_prompt: str = "an infrared aerial image of a {}",
+  ):
     self.ks, self.batch_size = tuple(ks), batch_size
     self._embed_images, self._embed_texts = embed_images, embed_texts
     self.tokenizer = input_pipeline.Tokenizer(tokenizer_path)
@@ -108,9 +131,14 @@ class RetrievalEvaluator:
     self._prompts = (rgb_prompt, ir_prompt)
 
   def _load(self, data_dir: str, split: str, image_size: int) -> None:
-    pre = input_pipeline.Preprocess(image_size=image_size, tokenizer=self.tokenizer,
-                                    text_len=self.text_len, caption_fields=(),
-                                    missing_modality="error", where=f"{data_dir}:{split}")
+    pre = input_pipeline.Preprocess(
+      image_size=image_size,
+      tokenizer=self.tokenizer,
+      text_len=self.text_len,
+      caption_fields=(),
+      missing_modality="error",
+      where=f"{data_dir}:{split}",
+    )
     paths = records.list_shards(data_dir, split)
     rgb, ir, self.captions, self.ir_captions, self.labels = [], [], [], [], []
     self.caption_ids, self.ir_caption_ids = [], []
@@ -119,30 +147,39 @@ class RetrievalEvaluator:
       ex = pre((i, data), None)
       rgb.append(ex["rgb"])
       ir.append(ex["ir"])
-      self.caption_ids.append(list(range(len(self.captions),
-                                         len(self.captions) + len(rec.captions))))
+      self.caption_ids.append(
+        list(range(len(self.captions), len(self.captions) + len(rec.captions)))
+      )
       self.captions.extend(rec.captions)
-      self.ir_caption_ids.append(list(range(len(self.ir_captions),
-                                            len(self.ir_captions) + len(rec.ir_captions))))
+      self.ir_caption_ids.append(
+        list(range(len(self.ir_captions), len(self.ir_captions) + len(rec.ir_captions)))
+      )
       self.ir_captions.extend(rec.ir_captions)
       self.labels.append(rec.label)
     self.rgb, self.ir = np.stack(rgb), np.stack(ir)
     self.pos_text = caption_positives(self.caption_ids, self.captions)
     has_ir_caps = all(self.ir_caption_ids) and self.ir_captions
-    self.pos_irtext = (caption_positives(self.ir_caption_ids, self.ir_captions)
-                       if has_ir_caps else None)
-    logging.info("retrieval eval: %d images, %d captions, %d IR captions from %s:%s",
-                 len(self.rgb), len(self.captions), len(self.ir_captions), data_dir, split)
+    self.pos_irtext = (
+      caption_positives(self.ir_caption_ids, self.ir_captions) if has_ir_caps else None
+    )
+    logging.info(
+      "retrieval eval: %d images, %d captions, %d IR captions from %s:%s",
+      len(self.rgb),
+      len(self.captions),
+      len(self.ir_captions),
+      data_dir,
+      split,
+    )
 
   def _batched(self, fn: Callable, x: np.ndarray) -> np.ndarray:
     """Applies fn over fixed-size batches (padding the last) so it compiles once."""
     out, b = [], self.batch_size
     for start in range(0, len(x), b):
-      chunk = x[start:start + b]
+      chunk = x[start : start + b]
       pad = b - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-      out.append(np.asarray(jax.device_get(fn(chunk)))[:b - pad])
+      out.append(np.asarray(jax.device_get(fn(chunk)))[: b - pad])
     return np.concatenate(out).astype(np.float32)
 
   def _texts(self, params, texts: list[str]) -> np.ndarray:
@@ -151,8 +188,10 @@ class RetrievalEvaluator:
 
   def run(self, params) -> dict[str, float]:
     """Six retrieval directions (+ IR-aware caption directions, + zero-shot accuracy)."""
-    emb = {m: self._batched(lambda x, m=m: self._embed_images(params, x, m), getattr(self, m))
-           for m in ("rgb", "ir")}
+    emb = {
+      m: self._batched(lambda x, m=m: self._embed_images(params, x, m), getattr(self, m))
+      for m in ("rgb", "ir")
+    }
     emb["text"] = self._texts(params, self.captions)
     if self.pos_irtext is not None:
       emb["ir_text"] = self._texts(params, self.ir_captions)
@@ -184,8 +223,10 @@ def check_run_and_data_flags(checkpoint: str, data: str | None) -> None:
   from absl import app
 
   if not os.path.isfile(os.path.join(checkpoint, "config.json")):
-    raise app.UsageError(f"{checkpoint}/config.json not found: --checkpoint must be the run "
-                         "folder of a SigLIP training run (the --workdir given to main)")
+    raise app.UsageError(
+      f"{checkpoint}/config.json not found: --checkpoint must be the run "
+      "folder of a SigLIP training run (the --workdir given to main)"
+    )
   if data and not os.path.isfile(os.path.join(data, records.INFO_FILE)):
     raise app.UsageError(f"--data={data} has no {records.INFO_FILE}: not a prepared dataset")
 
@@ -208,8 +249,12 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string("checkpoint", None, "Run folder of a SigLIP training run "
-                      "(config.json + checkpoints/).", required=True)
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Run folder of a SigLIP training run (config.json + checkpoints/).",
+    required=True,
+  )
   flags.DEFINE_alias("workdir", "checkpoint")
   flags.DEFINE_string("data", None, "Dataset folder (default: the run's config.data.dir).")
   flags.DEFINE_string("split", "test", "Split to evaluate.")

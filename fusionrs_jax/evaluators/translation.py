@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import io
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from fusionrs_jax import records, sharding
+from fusionrs_jax.core import records, sharding
 
 # ITU-R BT.601 luma, what PIL's convert("L") uses.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -49,8 +50,10 @@ def decode_image(data: bytes, channels: int, where: str = "image") -> np.ndarray
 
 def resize(x: np.ndarray, size: int) -> np.ndarray:
   """[H, W, C] float -> [size, size, C] (bilinear)."""
-  chans = [np.asarray(Image.fromarray(x[..., c]).resize((size, size), Image.BILINEAR))
-           for c in range(x.shape[-1])]
+  chans = [
+    np.asarray(Image.fromarray(x[..., c]).resize((size, size), Image.BILINEAR))
+    for c in range(x.shape[-1])
+  ]
   return np.stack(chans, -1).astype(np.float32)
 
 
@@ -78,13 +81,13 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
   """Per-image PSNR in dB of [N,H,W,C] pairs -> [N]; identical images give +inf."""
   mse = np.mean(np.square(a.astype(np.float64) - b), axis=(1, 2, 3))
   with np.errstate(divide="ignore"):
-    return 10.0 * np.log10(data_range ** 2 / mse)
+    return 10.0 * np.log10(data_range**2 / mse)
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
   """Normalised 1-D Gaussian [size]."""
   x = np.arange(size) - (size - 1) / 2.0
-  w = np.exp(-x ** 2 / (2 * sigma ** 2))
+  w = np.exp(-(x**2) / (2 * sigma**2))
   return w / w.sum()
 
 
@@ -93,7 +96,7 @@ def _local_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
   y = ndimage.correlate1d(x, w, axis=0, mode="constant")
   y = ndimage.correlate1d(y, w, axis=1, mode="constant")
   r = len(w) // 2
-  return y[r:y.shape[0] - r, r:y.shape[1] - r]
+  return y[r : y.shape[0] - r, r : y.shape[1] - r]
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
@@ -113,7 +116,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     vx = _local_mean(x * x, w) - mx * mx
     vy = _local_mean(y * y, w) - my * my
     cov = _local_mean(x * y, w) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     out[n] += s.mean() / a.shape[-1]
   return out
 
@@ -135,11 +138,12 @@ def local_contrast(img: np.ndarray, window: int = CONTRAST_WINDOW) -> np.ndarray
   x = img[..., 0].astype(np.float64)
   mean = ndimage.uniform_filter(x, window, mode="reflect")
   sq = ndimage.uniform_filter(x * x, window, mode="reflect")
-  return np.sqrt(np.maximum(sq - mean ** 2, 0.0)).astype(np.float32)
+  return np.sqrt(np.maximum(sq - mean**2, 0.0)).astype(np.float32)
 
 
-def histogram_w1(a: np.ndarray, b: np.ndarray, value_range=(0.0, 1.0),
-                 bins: int = HIST_BINS) -> float:
+def histogram_w1(
+  a: np.ndarray, b: np.ndarray, value_range=(0.0, 1.0), bins: int = HIST_BINS
+) -> float:
   """1-D Wasserstein-1 distance between the value histograms of two arrays (any shapes).
 
   Equals the integral of |CDF_a - CDF_b| over the range, in the values' units.
@@ -159,16 +163,23 @@ def distribution_distances(generated, real) -> dict[str, float]:
   generated and real IR images (sequences of [H,W,1] in [0,1], sizes may differ); lower
   is closer."""
   return {
-      "intensity_w1": histogram_w1(_pooled(generated, np.asarray), _pooled(real, np.asarray)),
-      "gradient_w1": histogram_w1(_pooled(generated, gradient_magnitude),
-                                  _pooled(real, gradient_magnitude)),
-      "contrast_w1": histogram_w1(_pooled(generated, local_contrast),
-                                  _pooled(real, local_contrast), (0.0, 0.5)),
+    "intensity_w1": histogram_w1(_pooled(generated, np.asarray), _pooled(real, np.asarray)),
+    "gradient_w1": histogram_w1(
+      _pooled(generated, gradient_magnitude), _pooled(real, gradient_magnitude)
+    ),
+    "contrast_w1": histogram_w1(
+      _pooled(generated, local_contrast), _pooled(real, local_contrast), (0.0, 0.5)
+    ),
   }
 
 
-def kid(feats_a: np.ndarray, feats_b: np.ndarray, num_subsets: int = 10,
-        subset_size: int = 100, seed: int = 0) -> tuple[float, float]:
+def kid(
+  feats_a: np.ndarray,
+  feats_b: np.ndarray,
+  num_subsets: int = 10,
+  subset_size: int = 100,
+  seed: int = 0,
+) -> tuple[float, float]:
   """Kernel Inception Distance on any features: [N,D], [M,D] -> (mean, std) over subsets.
 
   Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / D + 1)^3 (Binkowski et
@@ -201,13 +212,14 @@ def siglip_ir_features(workdir: str, batch_size: int = 32) -> Callable:
 
   import ml_collections
 
-  from fusionrs_jax import checkpoint
+  from fusionrs_jax.core import checkpoint
   from fusionrs_jax.trainers import siglip as siglip_trainer
 
   with open(os.path.join(workdir, "config.json")) as f:
     model = siglip_trainer.build_model(ml_collections.ConfigDict(json.load(f)))
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
-                                 async_save=False)
+  ckpt = checkpoint.Checkpointer(
+    os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
+  )
   params = ckpt.restore_raw()["params"]
   ckpt.close()
   embed = jax.jit(lambda p, x: model.apply(p, x, "ir", method=model.embed_image))
@@ -217,10 +229,10 @@ def siglip_ir_features(workdir: str, batch_size: int = 32) -> Callable:
     x = x * 2.0 - 1.0  # the SigLIP input range
     out = []
     for start in range(0, len(x), batch_size):
-      chunk = x[start:start + batch_size]
+      chunk = x[start : start + batch_size]
       pad = batch_size - len(chunk)
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-      out.append(np.asarray(embed(params, chunk))[:batch_size - pad])
+      out.append(np.asarray(embed(params, chunk))[: batch_size - pad])
     return np.concatenate(out).astype(np.float64)
 
   return features
@@ -231,8 +243,9 @@ def siglip_ir_features(workdir: str, batch_size: int = 32) -> Callable:
 # ----------------------------------------------------------------------------
 
 
-def load_split(data_dir: str, split: str, field: str, channels: int, image_size: int,
-               max_images: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_split(
+  data_dir: str, split: str, field: str, channels: int, image_size: int, max_images: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
   """Up to max_images (in shard order) of one image field, plus the paired IR when
   field == "rgb" and the record has one. Each image float32 [H,W,C] in [-1,1], resized to
   image_size unless 0. Returns (images, paired_irs)."""
@@ -242,8 +255,10 @@ def load_split(data_dir: str, split: str, field: str, channels: int, image_size:
       break
     data = getattr(rec, field)
     if not data:
-      raise records.RecordError(f"record {rec.id!r} in {data_dir}:{split} has no {field} "
-                                f"image; the translation evaluator needs one")
+      raise records.RecordError(
+        f"record {rec.id!r} in {data_dir}:{split} has no {field} "
+        f"image; the translation evaluator needs one"
+      )
     fit = (lambda x: resize(x, image_size)) if image_size else (lambda x: x)
     images.append(fit(decode_image(data, channels, rec.id)))
     if field == "rgb" and rec.ir:
@@ -265,8 +280,10 @@ class TranslationEvaluator:
     rgb, ir = load_split(e.rgb_dir, e.rgb_split, "rgb", 3, e.image_size, e.max_images)
     shapes = {x.shape for x in rgb}
     if len(shapes) != 1:
-      raise ValueError(f"{e.rgb_dir}:{e.rgb_split} has images of sizes {sorted(shapes)}; "
-                       f"set eval.image_size to evaluate them at one size")
+      raise ValueError(
+        f"{e.rgb_dir}:{e.rgb_split} has images of sizes {sorted(shapes)}; "
+        f"set eval.image_size to evaluate them at one size"
+      )
     self.rgb = np.stack(rgb)
     self.ir = (np.stack(ir) + 1) / 2 if ir else None
     self.ref_ir = None
@@ -286,17 +303,20 @@ class TranslationEvaluator:
     bs = -(-self.batch_size // shards) * shards
     outs = []
     for start in range(0, len(self.rgb), bs):
-      chunk = self.rgb[start:start + bs]
+      chunk = self.rgb[start : start + bs]
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk), 0)])
       batch = sharding.place_batch({"rgb": padded}, self.mesh)
-      outs.append(np.asarray(self.predict(params, batch["rgb"]))[:len(chunk)])
+      outs.append(np.asarray(self.predict(params, batch["rgb"]))[: len(chunk)])
     return quantize((np.concatenate(outs) + 1) / 2)
 
   def run(self, params: Any) -> dict[str, float]:
     """Metrics of generator / gray / inverted: psnr, ssim (pairs) and distribution W1s."""
     rgb01 = (self.rgb + 1) / 2
-    candidates = {"generator": self.translate(params), "gray": quantize(grayscale(rgb01)),
-                  "inverted": quantize(inverted_grayscale(rgb01))}
+    candidates = {
+      "generator": self.translate(params),
+      "gray": quantize(grayscale(rgb01)),
+      "inverted": quantize(inverted_grayscale(rgb01)),
+    }
     out = {}
     for name, fake in candidates.items():
       if self.ir is not None:
@@ -308,5 +328,6 @@ class TranslationEvaluator:
         out.update({f"{name}/{k}": v for k, v in dist.items()})
       if self.kid_features is not None:
         out[f"{name}/kid"], out[f"{name}/kid_std"] = kid(
-            self.kid_features(list(fake)), self.ref_feats, **self.kid_args)
+          self.kid_features(list(fake)), self.ref_feats, **self.kid_args
+        )
     return out

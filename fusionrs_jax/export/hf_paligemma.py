@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
+from fusionrs_jax.data.input_pipeline import BOS_ID, EOS_ID, PAD_ID
 from fusionrs_jax.export import hf_siglip
-from fusionrs_jax.input_pipeline import BOS_ID, EOS_ID, PAD_ID
 
 IMAGE_TOKEN = "<image>"
 
@@ -28,19 +28,23 @@ IMAGE_TOKEN = "<image>"
 def _llm_table(depth: int):
   """(our path under llm, transformers key, kind) for the Gemma decoder."""
   o, h = ("llm",), "model.language_model."
-  rows = [(o + ("embedder", "input_embedding"), f"{h}embed_tokens.weight", "id"),
-          (o + ("final_norm", "scale"), f"{h}norm.weight", "id")]
+  rows = [
+    (o + ("embedder", "input_embedding"), f"{h}embed_tokens.weight", "id"),
+    (o + ("final_norm", "scale"), f"{h}norm.weight", "id"),
+  ]
   for i in range(depth):
     lo, lh = o + (f"layers_{i}",), f"{h}layers.{i}."
-    rows += [(lo + ("pre_attention_norm", "scale"), f"{lh}input_layernorm.weight", "id"),
-             (lo + ("pre_ffw_norm", "scale"), f"{lh}post_attention_layernorm.weight", "id"),
-             (lo + ("attn", "q_einsum"), f"{lh}self_attn.q_proj.weight", "q"),
-             (lo + ("attn", "kv_einsum"), f"{lh}self_attn.k_proj.weight", "k"),
-             (lo + ("attn", "kv_einsum"), f"{lh}self_attn.v_proj.weight", "v"),
-             (lo + ("attn", "attn_vec_einsum"), f"{lh}self_attn.o_proj.weight", "o"),
-             (lo + ("mlp", "gating_einsum"), f"{lh}mlp.gate_proj.weight", "gate"),
-             (lo + ("mlp", "gating_einsum"), f"{lh}mlp.up_proj.weight", "up"),
-             (lo + ("mlp", "linear"), f"{lh}mlp.down_proj.weight", "dense")]
+    rows += [
+      (lo + ("pre_attention_norm", "scale"), f"{lh}input_layernorm.weight", "id"),
+      (lo + ("pre_ffw_norm", "scale"), f"{lh}post_attention_layernorm.weight", "id"),
+      (lo + ("attn", "q_einsum"), f"{lh}self_attn.q_proj.weight", "q"),
+      (lo + ("attn", "kv_einsum"), f"{lh}self_attn.k_proj.weight", "k"),
+      (lo + ("attn", "kv_einsum"), f"{lh}self_attn.v_proj.weight", "v"),
+      (lo + ("attn", "attn_vec_einsum"), f"{lh}self_attn.o_proj.weight", "o"),
+      (lo + ("mlp", "gating_einsum"), f"{lh}mlp.gate_proj.weight", "gate"),
+      (lo + ("mlp", "gating_einsum"), f"{lh}mlp.up_proj.weight", "up"),
+      (lo + ("mlp", "linear"), f"{lh}mlp.down_proj.weight", "dense"),
+    ]
   return rows
 
 
@@ -62,15 +66,25 @@ def _gemma_to_hf(kind, x):
 def to_hf_state_dict(params, vision_depth: int, llm_depth: int) -> dict[str, np.ndarray]:
   """Captioner params -> PaliGemmaForConditionalGeneration state dict (float32 numpy)."""
   p = hf_siglip.plain_params(params)
-  vision = [r for r in hf_siglip.vision_table(("img",), "model.vision_tower.", vision_depth)
-            if "head" not in r[0]]
+  vision = [
+    r
+    for r in hf_siglip.vision_table(("img",), "model.vision_tower.", vision_depth)
+    if "head" not in r[0]
+  ]
   sd = hf_siglip.apply_rename_table(p, vision)
-  sd.update(hf_siglip.apply_rename_table(p, [
-      (("img_head", "kernel"), "model.multi_modal_projector.linear.weight", "dense"),
-      (("img_head", "bias"), "model.multi_modal_projector.linear.bias", "id")]))
+  sd.update(
+    hf_siglip.apply_rename_table(
+      p,
+      [
+        (("img_head", "kernel"), "model.multi_modal_projector.linear.weight", "dense"),
+        (("img_head", "bias"), "model.multi_modal_projector.linear.bias", "id"),
+      ],
+    )
+  )
   for ours, hf, kind in _llm_table(llm_depth):
     sd[hf] = np.ascontiguousarray(
-        _gemma_to_hf(kind, np.asarray(hf_siglip.get_path(p, ours), np.float32)))
+      _gemma_to_hf(kind, np.asarray(hf_siglip.get_path(p, ours), np.float32))
+    )
   sd["lm_head.weight"] = sd["model.language_model.embed_tokens.weight"]  # tied
   return sd
 
@@ -82,20 +96,41 @@ def hf_config(model):
   v, t = model.vision_hp, model.llm_hp
   vocab = t["vocab_size"]
   return PaliGemmaConfig(
-      vision_config={"model_type": "siglip_vision_model", "hidden_size": v["width"],
-                     "intermediate_size": v["mlp_dim"], "num_hidden_layers": v["depth"],
-                     "num_attention_heads": v["num_heads"], "image_size": v["image_size"],
-                     "patch_size": v["patch_size"], "projection_dim": t["width"],
-                     "vision_use_head": False, "layer_norm_eps": 1e-6,
-                     "hidden_act": "gelu_pytorch_tanh"},
-      text_config={"model_type": "gemma", "vocab_size": vocab, "hidden_size": t["width"],
-                   "intermediate_size": t["mlp_dim"], "num_hidden_layers": t["depth"],
-                   "num_attention_heads": t["num_heads"],
-                   "num_key_value_heads": t["num_kv_heads"], "head_dim": t["head_dim"],
-                   "hidden_act": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
-                   "pad_token_id": PAD_ID, "bos_token_id": BOS_ID, "eos_token_id": EOS_ID},
-      image_token_index=vocab, projection_dim=t["width"], hidden_size=t["width"],
-      pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
+    vision_config={
+      "model_type": "siglip_vision_model",
+      "hidden_size": v["width"],
+      "intermediate_size": v["mlp_dim"],
+      "num_hidden_layers": v["depth"],
+      "num_attention_heads": v["num_heads"],
+      "image_size": v["image_size"],
+      "patch_size": v["patch_size"],
+      "projection_dim": t["width"],
+      "vision_use_head": False,
+      "layer_norm_eps": 1e-6,
+      "hidden_act": "gelu_pytorch_tanh",
+    },
+    text_config={
+      "model_type": "gemma",
+      "vocab_size": vocab,
+      "hidden_size": t["width"],
+      "intermediate_size": t["mlp_dim"],
+      "num_hidden_layers": t["depth"],
+      "num_attention_heads": t["num_heads"],
+      "num_key_value_heads": t["num_kv_heads"],
+      "head_dim": t["head_dim"],
+      "hidden_act": "gelu_pytorch_tanh",
+      "rms_norm_eps": 1e-6,
+      "pad_token_id": PAD_ID,
+      "bos_token_id": BOS_ID,
+      "eos_token_id": EOS_ID,
+    },
+    image_token_index=vocab,
+    projection_dim=t["width"],
+    hidden_size=t["width"],
+    pad_token_id=PAD_ID,
+    bos_token_id=BOS_ID,
+    eos_token_id=EOS_ID,
+  )
 
 
 def save_hf_paligemma(params, model, out_dir: str, tokenizer_path: str | None = None) -> None:
@@ -112,8 +147,10 @@ def save_hf_paligemma(params, model, out_dir: str, tokenizer_path: str | None = 
     if config.image_token_index < model.llm_hp["vocab_size"]:
       raise ValueError(f"<image> id {config.image_token_index} collides with the vocabulary")
   torch_model = PaliGemmaForConditionalGeneration(config)
-  sd = {k: torch.from_numpy(v) for k, v in
-        to_hf_state_dict(params, model.vision_hp["depth"], model.llm_hp["depth"]).items()}
+  sd = {
+    k: torch.from_numpy(v)
+    for k, v in to_hf_state_dict(params, model.vision_hp["depth"], model.llm_hp["depth"]).items()
+  }
   missing, unexpected = torch_model.load_state_dict(sd, strict=False)
   if unexpected or [k for k in missing if k != "lm_head.weight"]:
     raise KeyError(f"state dict mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -134,8 +171,9 @@ def _processor(model, tokenizer_path: str):
     shutil.copy(tokenizer_path, os.path.join(tok_dir, "tokenizer.model"))
     tok = GemmaTokenizer.from_pretrained(tok_dir, add_bos_token=True)
   size = model.vision_hp["image_size"]
-  images = SiglipImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3,
-                                image_std=[0.5] * 3, resample=2)
+  images = SiglipImageProcessor(
+    size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2
+  )
   images.image_seq_length = (size // model.vision_hp["patch_size"]) ** 2
   return PaliGemmaProcessor(image_processor=images, tokenizer=tok)
 
@@ -146,8 +184,12 @@ def image_token_id(out_dir: str) -> int:
     return int(json.load(f)["image_token_index"])
 
 
-def hf_inputs(prompt_ids: np.ndarray, num_image_tokens: int, image_token_id: int,
-              answer_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def hf_inputs(
+  prompt_ids: np.ndarray,
+  num_image_tokens: int,
+  image_token_id: int,
+  answer_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
   """[BOS prompt SEP] ids [B, P] (+ answer [B, A]) -> input_ids with the image placeholders
   first, and token_type_ids (0 = prefix, 1 = answer) for PaliGemma's prefix-LM mask."""
   b = prompt_ids.shape[0]
@@ -156,8 +198,10 @@ def hf_inputs(prompt_ids: np.ndarray, num_image_tokens: int, image_token_id: int
   if answer_ids is not None:
     parts.append(answer_ids)
     types.append(np.ones(answer_ids.shape, np.int64))
-  return {"input_ids": np.concatenate(parts, 1).astype(np.int64),
-          "token_type_ids": np.concatenate(types, 1)}
+  return {
+    "input_ids": np.concatenate(parts, 1).astype(np.int64),
+    "token_type_ids": np.concatenate(types, 1),
+  }
 
 
 def pixel_values(rgb: np.ndarray | None, ir: np.ndarray | None, inputs: str) -> np.ndarray:
@@ -175,7 +219,7 @@ def main(argv) -> int:
   import jax
   import ml_collections
 
-  from fusionrs_jax import checkpoint
+  from fusionrs_jax.core import checkpoint
   from fusionrs_jax.trainers import captioner, common
 
   parser = argparse.ArgumentParser(description="captioner run -> transformers PaliGemma")
@@ -184,8 +228,9 @@ def main(argv) -> int:
   args = parser.parse_args(argv)
   with open(os.path.join(args.workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  ckpt = checkpoint.Checkpointer(os.path.join(args.workdir, "checkpoints"), save_every=1,
-                                 async_save=False)
+  ckpt = checkpoint.Checkpointer(
+    os.path.join(args.workdir, "checkpoints"), save_every=1, async_save=False
+  )
   raw = ckpt.restore_raw()
   ckpt.close()
   params = jax.tree.map(np.asarray, raw["params"])

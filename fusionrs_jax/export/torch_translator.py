@@ -115,8 +115,14 @@ def main(argv) -> None:
   f = flags.FLAGS
   _, params, provenance = translate.load_generator(f.checkpoint)
   model = generator_from_flax(params)
-  torch.save({"state_dict": model.state_dict(), "provenance": provenance,
-              "layout": "NCHW, inputs in [-1, 1]"}, f.out)
+  torch.save(
+    {
+      "state_dict": model.state_dict(),
+      "provenance": provenance,
+      "layout": "NCHW, inputs in [-1, 1]",
+    },
+    f.out,
+  )
   print(f"wrote {f.out} ({provenance})")
 
 

@@ -39,12 +39,15 @@ class Captioner(nn.Module):
   def setup(self):
     if self.inputs not in INPUTS:
       raise ValueError(f"inputs must be one of {sorted(INPUTS)}, got {self.inputs!r}")
-    self.img = ViT(**self.vision_hp, num_channels=3, use_head=False, remat=self.remat,
-                   dtype=self.dtype)
+    self.img = ViT(
+      **self.vision_hp, num_channels=3, use_head=False, remat=self.remat, dtype=self.dtype
+    )
     self.img_head = nn.Dense(
-        self.llm_hp["width"], dtype=self.dtype,
-        kernel_init=param_with_axes(nn.initializers.xavier_uniform(), ("channels", "embed")),
-        bias_init=param_with_axes(nn.initializers.zeros, ("embed",)))
+      self.llm_hp["width"],
+      dtype=self.dtype,
+      kernel_init=param_with_axes(nn.initializers.xavier_uniform(), ("channels", "embed")),
+      bias_init=param_with_axes(nn.initializers.zeros, ("embed",)),
+    )
     self.llm = gemma.Gemma(**self.llm_hp, remat=self.remat, dtype=self.dtype)
 
   @property
@@ -78,8 +81,10 @@ class Captioner(nn.Module):
     img = self.embed_images(rgb, ir)
     txt = self.llm.embed_tokens(tokens)
     img_mask = jnp.ones(img.shape[:2], bool)
-    return (jnp.concatenate([img.astype(txt.dtype), txt], axis=1),
-            jnp.concatenate([img_mask, input_mask.astype(bool)], axis=1))
+    return (
+      jnp.concatenate([img.astype(txt.dtype), txt], axis=1),
+      jnp.concatenate([img_mask, input_mask.astype(bool)], axis=1),
+    )
 
   def __call__(self, rgb, ir, tokens, input_mask, mask_ar):
     """Training/scoring forward over the whole sequence.
@@ -128,16 +133,18 @@ class Captioner(nn.Module):
 def captioner_from_presets(vision: dict, llm: dict, vocab_size: int, **kwargs) -> Captioner:
   """Captioner from a SigLIP preset dict (image keys are picked) and a Gemma preset dict."""
   keys = ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads")
-  return Captioner(vision_hp={k: vision[k] for k in keys},
-                   llm_hp={**llm, "vocab_size": vocab_size},
-                   **kwargs)
+  return Captioner(
+    vision_hp={k: vision[k] for k in keys}, llm_hp={**llm, "vocab_size": vocab_size}, **kwargs
+  )
 
 
 def dummy_inputs(model: Captioner, batch_size: int = 1, text_len: int = 8) -> dict:
   """Inputs touching every parameter, for `model.init(rng, **dummy_inputs(model))`."""
   s = model.vision_hp["image_size"]
-  return {"rgb": jnp.zeros((batch_size, s, s, 3), jnp.float32),
-          "ir": jnp.zeros((batch_size, s, s, 1), jnp.float32),
-          "tokens": jnp.zeros((batch_size, text_len), jnp.int32),
-          "input_mask": jnp.ones((batch_size, text_len), bool),
-          "mask_ar": jnp.zeros((batch_size, text_len), jnp.int32)}
+  return {
+    "rgb": jnp.zeros((batch_size, s, s, 3), jnp.float32),
+    "ir": jnp.zeros((batch_size, s, s, 1), jnp.float32),
+    "tokens": jnp.zeros((batch_size, text_len), jnp.int32),
+    "input_mask": jnp.ones((batch_size, text_len), bool),
+    "mask_ar": jnp.zeros((batch_size, text_len), jnp.int32),
+  }

@@ -34,9 +34,9 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(gen_filters=8, gen_blocks=1, disc_filters=8, disc_layers=2),
-    "small": Size(gen_filters=16, gen_blocks=4, disc_filters=16, disc_layers=3),
-    "paper": Size(gen_filters=64, gen_blocks=9, disc_filters=64, disc_layers=3),
+  "tiny": Size(gen_filters=8, gen_blocks=1, disc_filters=8, disc_layers=2),
+  "small": Size(gen_filters=16, gen_blocks=4, disc_filters=16, disc_layers=3),
+  "paper": Size(gen_filters=64, gen_blocks=9, disc_filters=64, disc_layers=3),
 }
 
 
@@ -54,8 +54,15 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
 
 
 def _conv(features: int, kernel: int, stride: int, padding, dtype, name: str) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
-                 kernel_init=INIT, dtype=dtype, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=padding,
+    kernel_init=INIT,
+    dtype=dtype,
+    name=name,
+  )
 
 
 class ResidualBlock(nn.Module):
@@ -86,8 +93,10 @@ class Generator(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.shape[1] % 4 or x.shape[2] % 4:
-      raise ValueError(f"generator input H, W must be divisible by 4, got {x.shape}; "
-                       f"pad (data_prep.translate pads with reflection) or crop first")
+      raise ValueError(
+        f"generator input H, W must be divisible by 4, got {x.shape}; "
+        f"pad (data_prep.translate pads with reflection) or crop first"
+      )
     f = self.filters
     x = x.astype(self.dtype)
     x = nn.relu(instance_norm(_conv(f, 7, 1, "VALID", self.dtype, "conv_in")(reflect_pad(x, 3))))
@@ -99,8 +108,15 @@ class Generator(nn.Module):
     for i, mult in enumerate((2, 1)):
       # Padding (1, 2) on the 2x-dilated input == torch ConvTranspose2d(k3, s2, p1,
       # output_padding=1): exactly doubles H and W.
-      x = nn.ConvTranspose(f * mult, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                           kernel_init=INIT, dtype=self.dtype, name=f"up_{i}")(x)
+      x = nn.ConvTranspose(
+        f * mult,
+        (3, 3),
+        strides=(2, 2),
+        padding=((1, 2), (1, 2)),
+        kernel_init=INIT,
+        dtype=self.dtype,
+        name=f"up_{i}",
+      )(x)
       x = nn.relu(instance_norm(x))
     x = _conv(self.out_channels, 7, 1, "VALID", self.dtype, "conv_out")(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))
@@ -124,7 +140,7 @@ class PatchDiscriminator(nn.Module):
     x = nn.leaky_relu(_conv(self.filters, 4, 2, pad, self.dtype, "conv_0")(x), 0.2)
     for i in range(1, self.layers + 1):
       stride = 2 if i < self.layers else 1
-      mult = min(2 ** i, 8)
+      mult = min(2**i, 8)
       x = _conv(self.filters * mult, 4, stride, pad, self.dtype, f"conv_{i}")(x)
       x = nn.leaky_relu(instance_norm(x), 0.2)
     x = _conv(1, 4, 1, pad, self.dtype, f"conv_{self.layers + 1}")(x)
@@ -145,10 +161,12 @@ class CycleGAN:
     keys = jax.random.split(rng, 4)
     rgb = jnp.zeros((1, image_size, image_size, RGB_CHANNELS))
     ir = jnp.zeros((1, image_size, image_size, IR_CHANNELS))
-    return {"rgb_to_ir": self.rgb_to_ir.init(keys[0], rgb)["params"],
-            "ir_to_rgb": self.ir_to_rgb.init(keys[1], ir)["params"],
-            "disc_ir": self.disc_ir.init(keys[2], ir)["params"],
-            "disc_rgb": self.disc_rgb.init(keys[3], rgb)["params"]}
+    return {
+      "rgb_to_ir": self.rgb_to_ir.init(keys[0], rgb)["params"],
+      "ir_to_rgb": self.ir_to_rgb.init(keys[1], ir)["params"],
+      "disc_ir": self.disc_ir.init(keys[2], ir)["params"],
+      "disc_rgb": self.disc_rgb.init(keys[3], rgb)["params"],
+    }
 
 
 def build(size: Size | str, dtype: Dtype = jnp.float32) -> CycleGAN:

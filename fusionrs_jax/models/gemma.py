@@ -23,15 +23,33 @@ ACT_AXES = ("batch", "length", "embed")
 NEG_INF = -2.3819763e38
 
 _PRESETS = {
-    # Unit tests: compiles in seconds on CPU.
-    "tiny": {"width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2, "num_kv_heads": 1,
-             "head_dim": 16},
-    # Trains on 2 CPU cores in well under an hour (~6M parameters without embeddings).
-    "small": {"width": 256, "depth": 4, "mlp_dim": 1024, "num_heads": 4, "num_kv_heads": 1,
-              "head_dim": 64},
-    # Gemma-2B (PaliGemma-3B's decoder).
-    "gemma_2b": {"width": 2048, "depth": 18, "mlp_dim": 16384, "num_heads": 8,
-                 "num_kv_heads": 1, "head_dim": 256},
+  # Unit tests: compiles in seconds on CPU.
+  "tiny": {
+    "width": 32,
+    "depth": 2,
+    "mlp_dim": 64,
+    "num_heads": 2,
+    "num_kv_heads": 1,
+    "head_dim": 16,
+  },
+  # Trains on 2 CPU cores in well under an hour (~6M parameters without embeddings).
+  "small": {
+    "width": 256,
+    "depth": 4,
+    "mlp_dim": 1024,
+    "num_heads": 4,
+    "num_kv_heads": 1,
+    "head_dim": 64,
+  },
+  # Gemma-2B (PaliGemma-3B's decoder).
+  "gemma_2b": {
+    "width": 2048,
+    "depth": 18,
+    "mlp_dim": 16384,
+    "num_heads": 8,
+    "num_kv_heads": 1,
+    "head_dim": 256,
+  },
 }
 
 
@@ -47,8 +65,7 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", param_with_axes(nn.initializers.zeros, ("norm",)),
-                       (x.shape[-1],))
+    scale = self.param("scale", param_with_axes(nn.initializers.zeros, ("norm",)), (x.shape[-1],))
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + RMS_EPS)
     return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
@@ -70,11 +87,13 @@ def apply_rope(x, positions, base: float = 10_000.0):
 
 def _normal(stddev_axes):
   """Normal init with std 1/sqrt(prod of the fan-in dims) (indexes into the shape)."""
+
   def init(rng, shape, dtype=jnp.float32):
     fan_in = 1
     for a in stddev_axes:
       fan_in *= shape[a]
     return jax.random.normal(rng, shape, dtype) * fan_in**-0.5
+
   return init
 
 
@@ -86,8 +105,10 @@ class Embedder(nn.Module):
 
   def setup(self):
     self.input_embedding = self.param(
-        "input_embedding", param_with_axes(_normal((1,)), ("vocab", "embed")),
-        (self.vocab_size, self.width))
+      "input_embedding",
+      param_with_axes(_normal((1,)), ("vocab", "embed")),
+      (self.vocab_size, self.width),
+    )
 
   def encode(self, tokens, dtype):
     """tokens [B, T] int -> [B, T, D] (times sqrt(D), as Gemma)."""
@@ -117,13 +138,17 @@ class Attention(nn.Module):
     h, k_heads, dh, width = self.num_heads, self.num_kv_heads, self.head_dim, x.shape[-1]
     if h % k_heads:
       raise ValueError(f"num_heads {h} must be a multiple of num_kv_heads {k_heads}")
-    w_q = self.param("q_einsum", param_with_axes(_normal((1,)), ("heads", "embed", "kv")),
-                     (h, width, dh))
-    w_kv = self.param("kv_einsum",
-                      param_with_axes(_normal((2,)), (None, "heads", "embed", "kv")),
-                      (2, k_heads, width, dh))
-    w_o = self.param("attn_vec_einsum",
-                     param_with_axes(_normal((0, 1)), ("heads", "kv", "embed")), (h, dh, width))
+    w_q = self.param(
+      "q_einsum", param_with_axes(_normal((1,)), ("heads", "embed", "kv")), (h, width, dh)
+    )
+    w_kv = self.param(
+      "kv_einsum",
+      param_with_axes(_normal((2,)), (None, "heads", "embed", "kv")),
+      (2, k_heads, width, dh),
+    )
+    w_o = self.param(
+      "attn_vec_einsum", param_with_axes(_normal((0, 1)), ("heads", "kv", "embed")), (h, dh, width)
+    )
     x = x.astype(self.dtype)
     q = jnp.einsum("btd,hdk->bthk", x, w_q.astype(self.dtype))
     k, v = jnp.einsum("btd,chdk->cbthk", x, w_kv.astype(self.dtype))
@@ -152,11 +177,14 @@ class FeedForward(nn.Module):
   def __call__(self, x):
     """x [B, T, D] -> [B, T, D]."""
     width = x.shape[-1]
-    w_gate = self.param("gating_einsum",
-                        param_with_axes(_normal((1,)), (None, "embed", "mlp")),
-                        (2, width, self.mlp_dim))
-    w_out = self.param("linear", param_with_axes(_normal((0,)), ("mlp", "embed")),
-                       (self.mlp_dim, width))
+    w_gate = self.param(
+      "gating_einsum",
+      param_with_axes(_normal((1,)), (None, "embed", "mlp")),
+      (2, width, self.mlp_dim),
+    )
+    w_out = self.param(
+      "linear", param_with_axes(_normal((0,)), ("mlp", "embed")), (self.mlp_dim, width)
+    )
     w_gate = w_gate.astype(self.dtype)
     gate = nn.gelu(jnp.dot(x, w_gate[0]), approximate=True)
     return jnp.dot(gate * jnp.dot(x, w_gate[1]), w_out.astype(self.dtype))
@@ -174,9 +202,9 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, positions, mask, cache=None, write_index=None):
     x = nn.with_logical_constraint(x, ACT_AXES)
-    attn, cache = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.dtype,
-                            name="attn")(RMSNorm(name="pre_attention_norm")(x), positions,
-                                         mask, cache, write_index)
+    attn, cache = Attention(
+      self.num_heads, self.num_kv_heads, self.head_dim, self.dtype, name="attn"
+    )(RMSNorm(name="pre_attention_norm")(x), positions, mask, cache, write_index)
     x = x + attn
     x = x + FeedForward(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(name="pre_ffw_norm")(x))
     return nn.with_logical_constraint(x, ACT_AXES), cache
@@ -202,8 +230,17 @@ class Gemma(nn.Module):
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width)
     block = nn.remat(Block) if self.remat else Block
-    self.layers = [block(self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim,
-                         self.dtype, name=f"layers_{i}") for i in range(self.depth)]
+    self.layers = [
+      block(
+        self.num_heads,
+        self.num_kv_heads,
+        self.head_dim,
+        self.mlp_dim,
+        self.dtype,
+        name=f"layers_{i}",
+      )
+      for i in range(self.depth)
+    ]
     self.final_norm = RMSNorm()
 
   def embed_tokens(self, tokens):
@@ -225,8 +262,7 @@ class Gemma(nn.Module):
   def init_cache(self, batch: int, size: int, dtype=jnp.float32):
     """Empty cache for `size` slots: list per layer of {"k","v": zeros [B, S, K, Dh]}."""
     shape = (batch, size, self.num_kv_heads, self.head_dim)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-            for _ in range(self.depth)]
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(self.depth)]
 
 
 def prefix_lm_mask(input_mask, mask_ar):

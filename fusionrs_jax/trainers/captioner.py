@@ -17,10 +17,12 @@ import optax
 from absl import logging
 from PIL import Image
 
-from fusionrs_jax import captioner_data, decoding, input_pipeline, metrics, sharding
+from fusionrs_jax.core import metrics, sharding
+from fusionrs_jax.data import captioner as captioner_data
+from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning
 from fusionrs_jax.models import captioner as captioner_model
-from fusionrs_jax.models import gemma, siglip
+from fusionrs_jax.models import decoding, gemma, siglip
 from fusionrs_jax.trainers import common
 
 
@@ -29,10 +31,14 @@ def build_model(config) -> captioner_model.Captioner:
   if config.model.get("image_size"):
     vit["image_size"] = config.model.image_size
   return captioner_model.captioner_from_presets(
-      vit, gemma.gemma_preset(config.model.llm_preset), config.data.vocab_size,
-      inputs=config.model.inputs, freeze_image_encoder=config.model.freeze_image_encoder,
-      remat=config.model.remat,
-      dtype=jnp.dtype(config.model.dtype))
+    vit,
+    gemma.gemma_preset(config.model.llm_preset),
+    config.data.vocab_size,
+    inputs=config.model.inputs,
+    freeze_image_encoder=config.model.freeze_image_encoder,
+    remat=config.model.remat,
+    dtype=jnp.dtype(config.model.dtype),
+  )
 
 
 def answer_loss(logits, batch):
@@ -49,8 +55,9 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False):
   weight decay moves it); its gradients are not computed (stop_gradient in the model)."""
 
   def loss_fn(params, batch):
-    logits = model.apply(params, batch["rgb"], batch["ir"], batch["tokens"],
-                         batch["input_mask"], batch["mask_ar"])
+    logits = model.apply(
+      params, batch["rgb"], batch["ir"], batch["tokens"], batch["input_mask"], batch["mask_ar"]
+    )
     loss, n = answer_loss(logits, batch)
     correct = (jnp.argmax(logits[:, :-1], -1) == batch["tokens"][:, 1:]) & batch["loss_mask"][:, 1:]
     return loss, {"token_accuracy": correct.sum() / n, "answer_tokens": n}
@@ -60,8 +67,7 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     if freeze_image_encoder:
       inner = updates["params"]
-      updates = {**updates, "params": {**inner, "img": jax.tree.map(jnp.zeros_like,
-                                                                      inner["img"])}}
+      updates = {**updates, "params": {**inner, "img": jax.tree.map(jnp.zeros_like, inner["img"])}}
     params = optax.apply_updates(state["params"], updates)
     new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}
     return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
@@ -71,7 +77,7 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False):
 
 def init_image_encoder(path: str, state: dict, shardings: dict) -> dict:
   """Copies the RGB vision tower of a SigLIP run's Orbax checkpoint into params/img."""
-  from fusionrs_jax import checkpoint
+  from fusionrs_jax.core import checkpoint
 
   ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
   raw = ckpt.restore_raw()
@@ -82,11 +88,14 @@ def init_image_encoder(path: str, state: dict, shardings: dict) -> dict:
   src = {k: v for k, v in src.items() if k != "head"}
   dst, dst_sh = state["params"]["params"]["img"], shardings["params"]["params"]["img"]
   try:
-    img = jax.tree.map(lambda new, old, s: jax.device_put(np.asarray(old, new.dtype), s),
-                       dst, src, dst_sh)
+    img = jax.tree.map(
+      lambda new, old, s: jax.device_put(np.asarray(old, new.dtype), s), dst, src, dst_sh
+    )
   except ValueError as e:
-    raise common.UserError(f"SigLIP checkpoint {path!r} does not match the captioner's image "
-                           f"encoder (check config.model.vision_preset/image_size): {e}") from e
+    raise common.UserError(
+      f"SigLIP checkpoint {path!r} does not match the captioner's image "
+      f"encoder (check config.model.vision_preset/image_size): {e}"
+    ) from e
   for a, b in zip(jax.tree.leaves(dst), jax.tree.leaves(img)):
     if a.shape != b.shape:
       raise common.UserError(f"SigLIP checkpoint {path!r}: shape {b.shape} != {a.shape}")
@@ -97,20 +106,27 @@ def init_image_encoder(path: str, state: dict, shardings: dict) -> dict:
 
 def make_evaluator(config, model, mesh, data_dir: str, split: str):
   tok = input_pipeline.Tokenizer(common.tokenizer_path(config.data))
-  items = captioner_data.eval_items(data_dir, split, model.vision_hp["image_size"],
-                                    model.inputs, tuple(config.eval.tasks),
-                                    config.eval.max_records)
+  items = captioner_data.eval_items(
+    data_dir,
+    split,
+    model.vision_hp["image_size"],
+    model.inputs,
+    tuple(config.eval.tasks),
+    config.eval.max_records,
+  )
   shards = sharding.num_batch_shards(mesh)
   batch_size = -(-config.eval.batch_size // shards) * shards
   cfg = decoding.DecodeConfig(
-      max_len=config.eval.max_decode_len, method=config.eval.decode_method,
-      temperature=config.eval.temperature, top_k=config.eval.top_k,
-      beam_size=config.eval.beam_size)
+    max_len=config.eval.max_decode_len,
+    method=config.eval.decode_method,
+    temperature=config.eval.temperature,
+    top_k=config.eval.top_k,
+    beam_size=config.eval.beam_size,
+  )
   decode = decoding.make_decode_fn(model, cfg)
 
   def generate(params, batch):
-    placed = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim))
-              for k, v in batch.items()}
+    placed = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
     return tok.decode(np.asarray(decode(params, placed, jax.random.PRNGKey(config.seed))))
 
   batches = lambda: captioner_data.eval_batches(items, tok, batch_size, config.data.prompt_len)
@@ -129,20 +145,30 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   tx = common.make_optimizer(config.optim, config.total_steps)
   state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
   loader = captioner_data.make_train_loader(
-      data_dir, config.data.train_split, batch_size=common.local_batch_size(config),
-      image_size=model.vision_hp["image_size"], seed=config.seed,
-      tokenizer_path=common.tokenizer_path(config.data), inputs=model.inputs,
-      task_weights=dict(config.data.task_weights), text_len=config.data.text_len,
-      prompt_len=config.data.prompt_len, augment=config.data.augment,
-      worker_count=config.data.worker_count)
+    data_dir,
+    config.data.train_split,
+    batch_size=common.local_batch_size(config),
+    image_size=model.vision_hp["image_size"],
+    seed=config.seed,
+    tokenizer_path=common.tokenizer_path(config.data),
+    inputs=model.inputs,
+    task_weights=dict(config.data.task_weights),
+    text_len=config.data.text_len,
+    prompt_len=config.data.prompt_len,
+    augment=config.data.augment,
+    worker_count=config.data.worker_count,
+  )
   data_iter = iter(loader)
   state, step = common.restore_or_init(run, state, shardings, data_iter)
   if step == 0 and config.model.image_encoder_init:
     state = init_image_encoder(config.model.image_encoder_init, state, shardings)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
-  train_step = jax.jit(make_train_step(model, tx, config.model.freeze_image_encoder),
-                       in_shardings=(shardings, None),
-                       out_shardings=(shardings, None), donate_argnums=0)
+  train_step = jax.jit(
+    make_train_step(model, tx, config.model.freeze_image_encoder),
+    in_shardings=(shardings, None),
+    out_shardings=(shardings, None),
+    donate_argnums=0,
+  )
   progress = metrics.Progress(config.total_steps, start=step)
   result: dict[str, Any] = {}
 
@@ -154,8 +180,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       step += 1
       if step % config.log_every == 0 or step == config.total_steps:
         tokens = config.batch_size * (model.num_image_tokens + config.data.text_len)
-        common.log_train_step(run, step, train_metrics, progress, config.batch_size,
-                              {"tokens_per_sec": progress.rate(step) * tokens})
+        common.log_train_step(
+          run,
+          step,
+          train_metrics,
+          progress,
+          config.batch_size,
+          {"tokens_per_sec": progress.rate(step) * tokens},
+        )
       if step % config.eval_every == 0 or step == config.total_steps:
         result = _evaluate(run, evaluator, state["params"], step)
       run.ckpt.save(step, state, data_iter, force=step == config.total_steps)
@@ -170,10 +202,18 @@ def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]
   result = evaluator.run(params)
   common.write_eval(run, step, result)
   if jax.process_index() == 0:
-    write_samples(os.path.join(run.workdir, "samples"), step, evaluator.rows,
-                  {it.record_id: it for it in evaluator.items}, run.config.eval.html_rows)
-  logging.info("eval step %d: %s", step, {k: round(v, 4) for k, v in result.items()
-                                          if k.endswith(("CIDEr-D", "exact_match"))})
+    write_samples(
+      os.path.join(run.workdir, "samples"),
+      step,
+      evaluator.rows,
+      {it.record_id: it for it in evaluator.items},
+      run.config.eval.html_rows,
+    )
+  logging.info(
+    "eval step %d: %s",
+    step,
+    {k: round(v, 4) for k, v in result.items() if k.endswith(("CIDEr-D", "exact_match"))},
+  )
   return result
 
 
@@ -184,8 +224,9 @@ def _png_b64(image: np.ndarray) -> str:
   return base64.b64encode(buf.getvalue()).decode()
 
 
-def write_samples(folder: str, step: int, rows: list[dict], items_by_id: dict,
-                  html_rows: int) -> tuple[str, str]:
+def write_samples(
+  folder: str, step: int, rows: list[dict], items_by_id: dict, html_rows: int
+) -> tuple[str, str]:
   """All predictions as `step_N.jsonl` and the first `html_rows` as a self-contained HTML page
   (RGB and IR as base64 PNG, prompt, prediction, references). Returns both paths."""
   os.makedirs(folder, exist_ok=True)
@@ -198,14 +239,17 @@ def write_samples(folder: str, step: int, rows: list[dict], items_by_id: dict,
     it = items_by_id[row["record_id"]]
     refs = "".join(f"<li>{html.escape(r)}</li>" for r in row["references"])
     cells.append(
-        f"<tr><td><img src='data:image/png;base64,{_png_b64(it.rgb)}' width=128>"
-        f"<img src='data:image/png;base64,{_png_b64(it.ir)}' width=128><br>"
-        f"{html.escape(row['record_id'])}</td><td>{html.escape(row['task'])}</td>"
-        f"<td>{html.escape(row['prompt'])}</td><td><b>{html.escape(row['prediction'])}</b></td>"
-        f"<td><ul>{refs}</ul></td></tr>")
+      f"<tr><td><img src='data:image/png;base64,{_png_b64(it.rgb)}' width=128>"
+      f"<img src='data:image/png;base64,{_png_b64(it.ir)}' width=128><br>"
+      f"{html.escape(row['record_id'])}</td><td>{html.escape(row['task'])}</td>"
+      f"<td>{html.escape(row['prompt'])}</td><td><b>{html.escape(row['prediction'])}</b></td>"
+      f"<td><ul>{refs}</ul></td></tr>"
+    )
   page = os.path.join(folder, f"step_{step:07d}.html")
   with open(page, "w") as f:
-    f.write(f"<html><meta charset='utf-8'><body><h2>Captioner samples, step {step}</h2>"
-            "<table border=1 cellpadding=4><tr><th>RGB | IR</th><th>task</th><th>prompt</th>"
-            f"<th>prediction</th><th>references</th></tr>{''.join(cells)}</table></body></html>")
+    f.write(
+      f"<html><meta charset='utf-8'><body><h2>Captioner samples, step {step}</h2>"
+      "<table border=1 cellpadding=4><tr><th>RGB | IR</th><th>task</th><th>prompt</th>"
+      f"<th>prediction</th><th>references</th></tr>{''.join(cells)}</table></body></html>"
+    )
   return jsonl, page

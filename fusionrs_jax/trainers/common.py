@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from fusionrs_jax import checkpoint, metrics, records, sharding
+from fusionrs_jax.core import checkpoint, metrics, records, sharding
 
 
 class UserError(Exception):
@@ -41,31 +42,41 @@ def setup_run(config, workdir: str) -> Run:
   """Creates the workdir (config.json inside), the mesh, metric writer and checkpointer."""
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    records.write_json_atomic(os.path.join(workdir, "config.json"),
-                              json.loads(config.to_json_best_effort()))
+    records.write_json_atomic(
+      os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort())
+    )
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
   except ValueError as e:
     raise UserError(str(e)) from e
   shards = sharding.num_batch_shards(mesh)
   if config.batch_size % shards:
-    raise UserError(f"batch_size {config.batch_size} does not divide by the "
-                    f"{shards} batch shards of mesh {dict(mesh.shape)}")
-  logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape),
-               jax.device_count(), jax.process_count())
+    raise UserError(
+      f"batch_size {config.batch_size} does not divide by the "
+      f"{shards} batch shards of mesh {dict(mesh.shape)}"
+    )
+  logging.info(
+    "mesh %s over %d devices (%d processes)",
+    dict(mesh.shape),
+    jax.device_count(),
+    jax.process_count(),
+  )
   writer = metrics.MetricWriter(workdir, active=jax.process_index() == 0)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 save_every=config.checkpoint_every,
-                                 max_to_keep=config.keep_checkpoints,
-                                 async_save=config.async_checkpoints)
+  ckpt = checkpoint.Checkpointer(
+    os.path.join(workdir, "checkpoints"),
+    save_every=config.checkpoint_every,
+    max_to_keep=config.keep_checkpoints,
+    async_save=config.async_checkpoints,
+  )
   return Run(config, workdir, mesh, writer, ckpt)
 
 
 def local_batch_size(config) -> int:
   """This process's share of the global batch."""
   if config.batch_size % jax.process_count():
-    raise UserError(f"batch_size {config.batch_size} does not divide by "
-                    f"{jax.process_count()} processes")
+    raise UserError(
+      f"batch_size {config.batch_size} does not divide by {jax.process_count()} processes"
+    )
   return config.batch_size // jax.process_count()
 
 
@@ -83,17 +94,21 @@ def prepare_dataset(data_config) -> str:
   data_dir = data_config.dir
   if not os.path.exists(os.path.join(data_dir, records.INFO_FILE)):
     if not data_config.get("demo_world_if_missing", False):
-      raise UserError(f"data directory {data_dir!r} has no {records.INFO_FILE}; prepare "
-                      f"it with `python -m data_prep.ingest` (see README) or set "
-                      f"--config.data.demo_world_if_missing=True")
+      raise UserError(
+        f"data directory {data_dir!r} has no {records.INFO_FILE}; prepare "
+        f"it with `python -m data_prep.ingest` (see README) or set "
+        f"--config.data.demo_world_if_missing=True"
+      )
     build_demo_dataset(data_dir, data_config)
   tok = tokenizer_path(data_config)
   if not os.path.exists(tok):
     if data_config.get("demo_world_if_missing", False) and tok == _default_tok(data_dir):
       _train_tokenizer(data_dir, tok, data_config.vocab_size)
     else:
-      raise UserError(f"tokenizer {tok!r} not found; train one with "
-                      f"`python -m data_prep.tokenizer --data={data_dir} --out={tok}`")
+      raise UserError(
+        f"tokenizer {tok!r} not found; train one with "
+        f"`python -m data_prep.ingest.tokenizer --data={data_dir} --out={tok}`"
+      )
   return data_dir
 
 
@@ -107,22 +122,26 @@ def tokenizer_path(data_config) -> str:
 
 def build_demo_dataset(data_dir: str, data_config) -> None:
   """Demo world + IR-aware captions + tokenizer, only on process 0; others wait."""
-  from data_prep import demo_world, ir_captions
+  from data_prep.demo_world import world as demo_world
+  from data_prep.ir_text import captions as ir_captions
 
   if jax.process_index() == 0:
     logging.info("%s is empty: building the demo world there (synthetic data)", data_dir)
     raw = data_dir.rstrip("/") + ".raw"
-    demo_world.build_demo_world(raw, num_train=data_config.demo_num_train,
-                                num_val=data_config.demo_num_val,
-                                num_test=data_config.demo_num_test,
-                                image_size=data_config.demo_image_size,
-                                seed=data_config.demo_seed)
+    demo_world.build_demo_world(
+      raw,
+      num_train=data_config.demo_num_train,
+      num_val=data_config.demo_num_val,
+      num_test=data_config.demo_num_test,
+      image_size=data_config.demo_image_size,
+      seed=data_config.demo_seed,
+    )
     ir_captions.annotate_folder(raw, data_dir, splits=("train", "val", "test"), resume=True)
   sync_hosts("demo_world")
 
 
 def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
-  from data_prep import tokenizer
+  from data_prep.ingest import tokenizer
 
   if jax.process_index() == 0:
     tokenizer.train_tokenizer(tokenizer.train_texts([data_dir]), path, vocab_size=vocab_size)
@@ -144,19 +163,24 @@ def sync_hosts(name: str) -> None:
 def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
   """AdamW with linear warmup + cosine decay, global-norm clipping, grad accumulation."""
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=optim.lr, warmup_steps=optim.warmup_steps,
-      decay_steps=max(total_steps, optim.warmup_steps + 1), end_value=optim.lr * optim.end_lr_frac)
+    init_value=0.0,
+    peak_value=optim.lr,
+    warmup_steps=optim.warmup_steps,
+    decay_steps=max(total_steps, optim.warmup_steps + 1),
+    end_value=optim.lr * optim.end_lr_frac,
+  )
   tx = optax.chain(
-      optax.clip_by_global_norm(optim.grad_clip) if optim.grad_clip > 0 else optax.identity(),
-      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay),
+    optax.clip_by_global_norm(optim.grad_clip) if optim.grad_clip > 0 else optax.identity(),
+    optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay),
   )
   if optim.accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=optim.accum_steps)
   return tx
 
 
-def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
-               seed: int, mesh) -> tuple[dict, Any]:
+def init_state(
+  init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int, mesh
+) -> tuple[dict, Any]:
   """Shaped init -> shardings from the logical rules -> sharded init; never unsharded.
 
   `init_params(rng)` returns (boxed, logically annotated) params. Returns the state
@@ -171,9 +195,12 @@ def init_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransf
   params = jax.jit(unboxed, out_shardings=param_sh)(init_rng)
   opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, params, mesh))(params)
   repl = sharding.replicated(mesh)
-  state = {"params": params, "opt_state": opt_state,
-           "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
-           "rng": jax.device_put(train_rng, repl)}
+  state = {
+    "params": params,
+    "opt_state": opt_state,
+    "step": jax.device_put(jnp.zeros((), jnp.int32), repl),
+    "rng": jax.device_put(train_rng, repl),
+  }
   shardings = jax.tree.map(lambda x: x.sharding, state)
   return state, shardings
 
@@ -199,8 +226,10 @@ def optimizer_shardings(tx: optax.GradientTransformation, params: Any, mesh) -> 
   does not propagate input shardings to outputs that do not depend on input values
   (zeros_like), which would leave FSDP moments replicated on every chip.
   """
-  by_path = {_path_names(path): (x.shape, x.sharding)
-             for path, x in jax.tree_util.tree_leaves_with_path(params)}
+  by_path = {
+    _path_names(path): (x.shape, x.sharding)
+    for path, x in jax.tree_util.tree_leaves_with_path(params)
+  }
   repl = sharding.replicated(mesh)
 
   def pick(path, leaf):
@@ -214,8 +243,7 @@ def optimizer_shardings(tx: optax.GradientTransformation, params: Any, mesh) -> 
   return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(tx.init, params))
 
 
-def restore_or_init(run: Run, state: dict, shardings: Any, data_iterator=None
-                    ) -> tuple[dict, int]:
+def restore_or_init(run: Run, state: dict, shardings: Any, data_iterator=None) -> tuple[dict, int]:
   """Resumes from the newest checkpoint of this run when there is one (bit-exact)."""
   if run.config.resume and run.ckpt.latest_step is not None:
     target = checkpoint.abstract_with_shardings(state, shardings)
@@ -230,10 +258,14 @@ def init_params_from_checkpoint(path: str, params: Any, param_shardings: Any) ->
   ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
   raw = ckpt.restore_raw()
   ckpt.close()
-  src = raw["params"] if "params" in raw else raw
+  src = raw.get("params", raw)
   try:
-    return jax.tree.map(lambda new, old, s: jax.device_put(np.asarray(old, new.dtype), s),
-                        params, src, param_shardings)
+    return jax.tree.map(
+      lambda new, old, s: jax.device_put(np.asarray(old, new.dtype), s),
+      params,
+      src,
+      param_shardings,
+    )
   except ValueError as e:
     raise UserError(f"checkpoint {path!r} does not match this model's parameters: {e}") from e
 
@@ -242,8 +274,11 @@ def check_finite(loss: float, step: int, run: Run) -> None:
   """Stops the run on a NaN/inf loss, naming the step and the last good checkpoint."""
   if not np.isfinite(loss):
     last = run.ckpt.latest_step
-    where = (f"last good checkpoint: step {last} in {run.ckpt.directory}" if last is not None
-             else "no checkpoint was saved yet")
+    where = (
+      f"last good checkpoint: step {last} in {run.ckpt.directory}"
+      if last is not None
+      else "no checkpoint was saved yet"
+    )
     raise NonFiniteLossError(f"loss is {loss} at step {step}; stopping ({where})")
 
 
@@ -252,8 +287,14 @@ def check_finite(loss: float, step: int, run: Run) -> None:
 # ----------------------------------------------------------------------------
 
 
-def log_train_step(run: Run, step: int, train_metrics: Any, progress: metrics.Progress,
-                   examples_per_step: int, extra: dict[str, float] | None = None) -> dict:
+def log_train_step(
+  run: Run,
+  step: int,
+  train_metrics: Any,
+  progress: metrics.Progress,
+  examples_per_step: int,
+  extra: dict[str, float] | None = None,
+) -> dict:
   """Fetches the step's metrics, stops on a non-finite loss, writes them with throughput.
 
   `train_metrics` must hold "loss". Returns the host-side scalars.

@@ -14,8 +14,10 @@ import ml_collections
 import optax
 from absl import logging
 
-from fusionrs_jax import input_pipeline, losses, metrics, sharding
+from fusionrs_jax.core import metrics, sharding
+from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import retrieval
+from fusionrs_jax.losses import sigmoid as losses
 from fusionrs_jax.models import siglip as siglip_model
 from fusionrs_jax.trainers import common
 
@@ -27,15 +29,18 @@ def build_model(config) -> siglip_model.SigLIP:
       hp[key] = config.model[key]
   hp["vocab_size"] = config.data.vocab_size
   return siglip_model.SigLIP(
-      **hp, ir_tower=config.model.ir_tower, ir_channels=config.model.ir_channels,
-      remat=config.model.remat, dtype=jnp.dtype(config.model.dtype))
+    **hp,
+    ir_tower=config.model.ir_tower,
+    ir_channels=config.model.ir_channels,
+    remat=config.model.remat,
+    dtype=jnp.dtype(config.model.dtype),
+  )
 
 
 def _pair_loss(config, mesh):
   impl = config.loss.impl
   if impl == "chunked":
-    return functools.partial(losses.chunked_sigmoid_loss, mesh=mesh,
-                             axis_names=("data", "fsdp"))
+    return functools.partial(losses.chunked_sigmoid_loss, mesh=mesh, axis_names=("data", "fsdp"))
   if impl == "reference":
     return losses.sigmoid_loss
   if impl == "softmax":
@@ -49,8 +54,12 @@ def make_train_step(model, tx, config, mesh):
   pair_loss = _pair_loss(config, mesh)
 
   def loss_fn(params, batch):
-    inputs = {"rgb": batch.get("rgb"), "ir": batch.get("ir"), "text": batch.get("tokens"),
-              "ir_text": batch.get("ir_tokens")}
+    inputs = {
+      "rgb": batch.get("rgb"),
+      "ir": batch.get("ir"),
+      "text": batch.get("tokens"),
+      "ir_text": batch.get("ir_tokens"),
+    }
     emb = model.apply(params, **inputs)
     total, per_pair = losses.multi_pair_loss(emb, weights, emb["t"], emb["b"], pair_loss)
     return total, {**{f"loss/{k}": v for k, v in per_pair.items()}, "t": emb["t"], "b": emb["b"]}
@@ -82,8 +91,7 @@ def make_embed_fns(model, mesh):
   def place(x):
     return jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
 
-  return (lambda p, x, m: embed_images(p, place(x), m),
-          lambda p, t: embed_texts(p, place(t)))
+  return (lambda p, x, m: embed_images(p, place(x), m), lambda p, t: embed_texts(p, place(t)))
 
 
 def make_evaluator(config, model, mesh, data_dir: str, split: str):
@@ -92,10 +100,18 @@ def make_evaluator(config, model, mesh, data_dir: str, split: str):
   shards = sharding.num_batch_shards(mesh)
   eval_batch = -(-eval_batch // shards) * shards
   return retrieval.RetrievalEvaluator(
-      data_dir, split, image_size=model.image_size,
-      tokenizer_path=common.tokenizer_path(config.data), text_len=model.text_len,
-      batch_size=eval_batch, embed_images=embed_images, embed_texts=embed_texts,
-      ks=config.eval.ks, rgb_prompt=config.eval.rgb_prompt, ir_prompt=config.eval.ir_prompt)
+    data_dir,
+    split,
+    image_size=model.image_size,
+    tokenizer_path=common.tokenizer_path(config.data),
+    text_len=model.text_len,
+    batch_size=eval_batch,
+    embed_images=embed_images,
+    embed_texts=embed_texts,
+    ks=config.eval.ks,
+    rgb_prompt=config.eval.rgb_prompt,
+    ir_prompt=config.eval.ir_prompt,
+  )
 
 
 def init_fn(model):
@@ -107,7 +123,8 @@ def _maybe_init_from(config, model, state, shardings):
   if not src:
     return state
   if os.path.exists(os.path.join(src, "config.json")) and os.path.exists(
-      os.path.join(src, "model.safetensors")):
+    os.path.join(src, "model.safetensors")
+  ):
     from fusionrs_jax.export import hf_siglip
 
     loaded = hf_siglip.load_hf_siglip_like(src, state["params"])
@@ -126,21 +143,31 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   tx = common.make_optimizer(config.optim, config.total_steps)
   state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
   loader = input_pipeline.make_train_loader(
-      data_dir, config.data.train_split, batch_size=common.local_batch_size(config),
-      image_size=model.image_size, seed=config.seed,
-      tokenizer_path=common.tokenizer_path(config.data), text_len=model.text_len,
-      modalities=tuple(config.data.modalities),
-      caption_fields=tuple(config.data.caption_fields), augment=config.data.augment,
-      missing_modality=config.data.missing_modality, worker_count=config.data.worker_count)
+    data_dir,
+    config.data.train_split,
+    batch_size=common.local_batch_size(config),
+    image_size=model.image_size,
+    seed=config.seed,
+    tokenizer_path=common.tokenizer_path(config.data),
+    text_len=model.text_len,
+    modalities=tuple(config.data.modalities),
+    caption_fields=tuple(config.data.caption_fields),
+    augment=config.data.augment,
+    missing_modality=config.data.missing_modality,
+    worker_count=config.data.worker_count,
+  )
   data_iter = iter(loader)
   state, step = common.restore_or_init(run, state, shardings, data_iter)
   if step == 0:
     state = _maybe_init_from(config, model, state, shardings)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
 
-  train_step = jax.jit(make_train_step(model, tx, config, run.mesh),
-                       in_shardings=(shardings, None), out_shardings=(shardings, None),
-                       donate_argnums=0)
+  train_step = jax.jit(
+    make_train_step(model, tx, config, run.mesh),
+    in_shardings=(shardings, None),
+    out_shardings=(shardings, None),
+    donate_argnums=0,
+  )
   progress = metrics.Progress(config.total_steps, start=step)
   result: dict[str, Any] = {}
 
@@ -168,17 +195,17 @@ def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]
   result = evaluator.run(params)
   common.write_eval(run, step, result)
   directions = [d for d in retrieval.DIRECTIONS if f"{d}/R@1" in result]
-  plot = metrics.bar_chart({d: result[f"{d}/R@5"] for d in directions},
-                           title=f"R@5 at step {step}")
+  plot = metrics.bar_chart({d: result[f"{d}/R@5"] for d in directions}, title=f"R@5 at step {step}")
   run.writer.write_image(step, "retrieval_R5", plot)
   logging.info("eval step %d: mR %.2f", step, result["mR"])
   return result
 
 
-def evaluate_workdir(workdir: str, split: str = "test", data_dir: str | None = None,
-                     step: int | None = None) -> dict[str, float]:
+def evaluate_workdir(
+  workdir: str, split: str = "test", data_dir: str | None = None, step: int | None = None
+) -> dict[str, float]:
   """Standalone evaluation of a finished/ongoing run folder (used by the CLI)."""
-  from fusionrs_jax import checkpoint
+  from fusionrs_jax.core import checkpoint
 
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -186,8 +213,9 @@ def evaluate_workdir(workdir: str, split: str = "test", data_dir: str | None = N
     config.data.dir = data_dir
   model = build_model(config)
   mesh = sharding.make_mesh(dict(config.mesh))
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1,
-                                 async_save=False)
+  ckpt = checkpoint.Checkpointer(
+    os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
+  )
   raw = ckpt.restore_raw(step)
   ckpt.close()
   params = jax.tree.map(jnp.asarray, raw["params"])

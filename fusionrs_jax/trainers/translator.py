@@ -16,12 +16,11 @@ import optax
 from absl import logging
 from PIL import Image
 
-from fusionrs_jax import gan_losses as gl
-from fusionrs_jax import metrics, records, sharding
+from fusionrs_jax.core import metrics, records, sharding
 from fusionrs_jax.evaluators import translation
+from fusionrs_jax.losses import gan as gl
 from fusionrs_jax.models import cyclegan
 from fusionrs_jax.trainers import common
-
 
 # ----------------------------------------------------------------------------
 # Data: random crops of RGB-domain and IR-domain records.
@@ -71,8 +70,10 @@ class CropExamples:
   def _image(self, rec: records.Record, field: str) -> np.ndarray:
     data = getattr(rec, field)
     if not data:
-      raise records.RecordError(f"record {rec.id!r} (source {rec.source!r}) has no {field} "
-                                f"image; the {field.upper()} domain needs one in every record")
+      raise records.RecordError(
+        f"record {rec.id!r} (source {rec.source!r}) has no {field} "
+        f"image; the {field.upper()} domain needs one in every record"
+      )
     return translation.decode_image(data, 3 if field == "rgb" else 1, rec.id)
 
   def _crop(self, images: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -83,14 +84,16 @@ class CropExamples:
       scale = self.load_size / min(h, w)
       h, w = max(self.image_size, round(h * scale)), max(self.image_size, round(w * scale))
     if min(h, w) < self.image_size:
-      raise records.RecordError(f"image of {images[0].shape[:2]} px is smaller than the "
-                                f"{self.image_size} px crop; set data.load_size")
+      raise records.RecordError(
+        f"image of {images[0].shape[:2]} px is smaller than the "
+        f"{self.image_size} px crop; set data.load_size"
+      )
     y, x = rng.integers(0, h - self.image_size + 1), rng.integers(0, w - self.image_size + 1)
     flip = self.hflip and rng.random() < 0.5
     for img in images:
       if img.shape[:2] != (h, w):
         img = _resize_hw(img, h, w)
-      img = img[y:y + self.image_size, x:x + self.image_size]
+      img = img[y : y + self.image_size, x : x + self.image_size]
       out.append(np.ascontiguousarray(img[:, ::-1] if flip else img))
     return out
 
@@ -106,13 +109,22 @@ class CropExamples:
 
 
 def _resize_hw(img: np.ndarray, h: int, w: int) -> np.ndarray:
-  chans = [np.asarray(Image.fromarray(img[..., c]).resize((w, h), Image.BILINEAR))
-           for c in range(img.shape[-1])]
+  chans = [
+    np.asarray(Image.fromarray(img[..., c]).resize((w, h), Image.BILINEAR))
+    for c in range(img.shape[-1])
+  ]
   return np.stack(chans, -1).astype(np.float32)
 
 
-def make_loader(data, *, local_batch: int, num_steps: int, seed: int,
-                shard_index: int | None = None, shard_count: int | None = None):
+def make_loader(
+  data,
+  *,
+  local_batch: int,
+  num_steps: int,
+  seed: int,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+):
   """Checkpointable iterator of num_steps batches {rgb [B,S,S,3], ir [B,S,S,1]} (numpy)."""
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
@@ -121,12 +133,26 @@ def make_loader(data, *, local_batch: int, num_steps: int, seed: int,
     ir_paths = [] if data.paired else records.list_shards(data.ir_dir, data.ir_split)
   except FileNotFoundError as e:
     raise common.UserError(str(e)) from e
-  examples = CropExamples(rgb_paths, ir_paths, data.paired, data.image_size, data.load_size,
-                          data.hflip, seed, shard_index, shard_count)
+  examples = CropExamples(
+    rgb_paths,
+    ir_paths,
+    data.paired,
+    data.image_size,
+    data.load_size,
+    data.hflip,
+    seed,
+    shard_index,
+    shard_count,
+  )
   ds = grain.MapDataset.range(num_steps * local_batch).random_map(examples, seed=seed)
   ds = ds.batch(local_batch, drop_remainder=True)
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=data.read_threads,
-                                                   prefetch_buffer_size=max(2, data.read_threads))))
+  return iter(
+    ds.to_iter_dataset(
+      grain.ReadOptions(
+        num_threads=data.read_threads, prefetch_buffer_size=max(2, data.read_threads)
+      )
+    )
+  )
 
 
 def ensure_demo_world(data) -> None:
@@ -135,13 +161,18 @@ def ensure_demo_world(data) -> None:
     return
   if os.path.exists(os.path.join(data.rgb_dir, records.INFO_FILE)):
     return
-  from data_prep import demo_world
+  from data_prep.demo_world import world as demo_world
 
   if jax.process_index() == 0:
     logging.info("building the demo world in %s (synthetic data)", data.rgb_dir)
-    demo_world.build_demo_world(data.rgb_dir, num_train=data.demo_num_train,
-                                num_val=data.demo_num_val, num_test=data.demo_num_test,
-                                image_size=data.demo_image_size, seed=data.demo_seed)
+    demo_world.build_demo_world(
+      data.rgb_dir,
+      num_train=data.demo_num_train,
+      num_val=data.demo_num_val,
+      num_test=data.demo_num_test,
+      image_size=data.demo_image_size,
+      seed=data.demo_seed,
+    )
   common.sync_hosts("translator_demo_world")
 
 
@@ -154,8 +185,12 @@ def lr_schedule(optim, total_steps: int) -> optax.Schedule:
   """Constant lr for constant_frac of the run, then linear to 0 (as published)."""
   constant = int(total_steps * optim.constant_frac)
   return optax.join_schedules(
-      [optax.constant_schedule(optim.lr),
-       optax.linear_schedule(optim.lr, 0.0, max(1, total_steps - constant))], [constant])
+    [
+      optax.constant_schedule(optim.lr),
+      optax.linear_schedule(optim.lr, 0.0, max(1, total_steps - constant)),
+    ],
+    [constant],
+  )
 
 
 def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
@@ -163,8 +198,9 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
   return optax.adam(lr_schedule(optim, total_steps), b1=optim.b1, b2=optim.b2)
 
 
-def generator_loss(gen_params: dict, params: dict, model: cyclegan.CycleGAN, batch: dict,
-                   loss_cfg, paired: bool) -> tuple[jax.Array, tuple[dict, dict]]:
+def generator_loss(
+  gen_params: dict, params: dict, model: cyclegan.CycleGAN, batch: dict, loss_cfg, paired: bool
+) -> tuple[jax.Array, tuple[dict, dict]]:
   """Adversarial + cycle + identity (+ paired L1) for both generators; D params fixed."""
   g, f = gen_params["rgb_to_ir"], gen_params["ir_to_rgb"]
   rgb_to_ir = lambda x: model.rgb_to_ir.apply({"params": g}, x)
@@ -172,14 +208,16 @@ def generator_loss(gen_params: dict, params: dict, model: cyclegan.CycleGAN, bat
   rgb, ir = batch["rgb"], batch["ir"]
   fake_ir, fake_rgb = rgb_to_ir(rgb), ir_to_rgb(ir)
   rec_rgb, rec_ir = ir_to_rgb(fake_ir), rgb_to_ir(fake_rgb)
-  adv = (gl.lsgan_g_loss(model.disc_ir.apply({"params": params["disc_ir"]}, fake_ir))
-         + gl.lsgan_g_loss(model.disc_rgb.apply({"params": params["disc_rgb"]}, fake_rgb)))
+  adv = gl.lsgan_g_loss(
+    model.disc_ir.apply({"params": params["disc_ir"]}, fake_ir)
+  ) + gl.lsgan_g_loss(model.disc_rgb.apply({"params": params["disc_rgb"]}, fake_rgb))
   cyc = gl.cycle_loss(rgb, rec_rgb) + gl.cycle_loss(ir, rec_ir)
   total = loss_cfg.gan * adv + loss_cfg.cycle * cyc
   logs = {"g_adv": adv, "cycle": cyc}
   if loss_cfg.identity > 0:
-    idt = (gl.identity_loss(ir, rgb_to_ir(gl.as_channels(ir, 3)))
-           + gl.identity_loss(rgb, ir_to_rgb(gl.as_channels(rgb, 1))))
+    idt = gl.identity_loss(ir, rgb_to_ir(gl.as_channels(ir, 3))) + gl.identity_loss(
+      rgb, ir_to_rgb(gl.as_channels(rgb, 1))
+    )
     total += loss_cfg.identity * loss_cfg.cycle * idt
     logs["identity"] = idt
   if paired:
@@ -190,16 +228,17 @@ def generator_loss(gen_params: dict, params: dict, model: cyclegan.CycleGAN, bat
   return total, (logs, {"fake_ir": fake_ir, "fake_rgb": fake_rgb})
 
 
-def discriminator_loss(disc_params: dict, model: cyclegan.CycleGAN, batch: dict,
-                       fake_ir: jax.Array, fake_rgb: jax.Array) -> jax.Array:
+def discriminator_loss(
+  disc_params: dict, model: cyclegan.CycleGAN, batch: dict, fake_ir: jax.Array, fake_rgb: jax.Array
+) -> jax.Array:
   d_ir = lambda x: model.disc_ir.apply({"params": disc_params["disc_ir"]}, x)
   d_rgb = lambda x: model.disc_rgb.apply({"params": disc_params["disc_rgb"]}, x)
-  return (gl.lsgan_d_loss(d_ir(batch["ir"]), d_ir(fake_ir))
-          + gl.lsgan_d_loss(d_rgb(batch["rgb"]), d_rgb(fake_rgb)))
+  return gl.lsgan_d_loss(d_ir(batch["ir"]), d_ir(fake_ir)) + gl.lsgan_d_loss(
+    d_rgb(batch["rgb"]), d_rgb(fake_rgb)
+  )
 
 
-def train_step(state: dict, batch: dict, *, model, tx, loss_cfg, paired: bool
-               ) -> tuple[dict, dict]:
+def train_step(state: dict, batch: dict, *, model, tx, loss_cfg, paired: bool) -> tuple[dict, dict]:
   """One simultaneous update: G from its loss at the current D, D on pooled fakes of the
   current G (what the published alternating step computes too). batch: rgb [B,S,S,3],
   ir [B,S,S,1]."""
@@ -207,18 +246,25 @@ def train_step(state: dict, batch: dict, *, model, tx, loss_cfg, paired: bool
   rng, rng_ir, rng_rgb = jax.random.split(state["rng"], 3)
   gen = {k: params[k] for k in ("rgb_to_ir", "ir_to_rgb")}
   (_, (logs, fakes)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-      gen, params, model, batch, loss_cfg, paired)
-  pool_ir, fake_ir = gl.pool_query(state["pool_ir"], jax.lax.stop_gradient(fakes["fake_ir"]),
-                                   rng_ir)
-  pool_rgb, fake_rgb = gl.pool_query(state["pool_rgb"],
-                                     jax.lax.stop_gradient(fakes["fake_rgb"]), rng_rgb)
+    gen, params, model, batch, loss_cfg, paired
+  )
+  pool_ir, fake_ir = gl.pool_query(
+    state["pool_ir"], jax.lax.stop_gradient(fakes["fake_ir"]), rng_ir
+  )
+  pool_rgb, fake_rgb = gl.pool_query(
+    state["pool_rgb"], jax.lax.stop_gradient(fakes["fake_rgb"]), rng_rgb
+  )
   disc = {k: params[k] for k in ("disc_ir", "disc_rgb")}
-  d_loss, d_grads = jax.value_and_grad(discriminator_loss)(disc, model, batch, fake_ir,
-                                                           fake_rgb)
+  d_loss, d_grads = jax.value_and_grad(discriminator_loss)(disc, model, batch, fake_ir, fake_rgb)
   updates, opt_state = tx.update({**g_grads, **d_grads}, state["opt_state"], params)
-  new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
-               "step": state["step"] + 1, "rng": rng, "pool_ir": pool_ir,
-               "pool_rgb": pool_rgb}
+  new_state = {
+    "params": optax.apply_updates(params, updates),
+    "opt_state": opt_state,
+    "step": state["step"] + 1,
+    "rng": rng,
+    "pool_ir": pool_ir,
+    "pool_rgb": pool_rgb,
+  }
   return new_state, {**logs, "d_loss": d_loss}
 
 
@@ -252,8 +298,9 @@ def _init(config, run: common.Run, model: cyclegan.CycleGAN, tx) -> tuple[dict, 
     state[name] = jax.device_put(gl.pool_init(config.pool_size, (size, size, channels)), repl)
   # jit(tx.init) leaves scalars (Adam's count) on one device; the step's out_shardings
   # need every leaf on the mesh.
-  on_mesh = lambda x: x if isinstance(x.sharding, jax.sharding.NamedSharding) else (
-      jax.device_put(x, repl))
+  on_mesh = lambda x: (
+    x if isinstance(x.sharding, jax.sharding.NamedSharding) else (jax.device_put(x, repl))
+  )
   state = jax.tree.map(on_mesh, state)
   return state, jax.tree.map(lambda x: x.sharding, state)
 
@@ -277,13 +324,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   model = cyclegan.build(config.model.size, jnp.dtype(config.model.dtype))
   tx = make_optimizer(config.optim, config.total_steps)
   state, shardings = _init(config, run, model, tx)
-  loader = make_loader(config.data, local_batch=common.local_batch_size(config),
-                       num_steps=config.total_steps, seed=config.seed)
+  loader = make_loader(
+    config.data,
+    local_batch=common.local_batch_size(config),
+    num_steps=config.total_steps,
+    seed=config.seed,
+  )
   state, step = common.restore_or_init(run, state, shardings, loader)
   step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
-                        paired=config.data.paired),
-      out_shardings=(shardings, sharding.replicated(run.mesh)), donate_argnums=0)
+    functools.partial(
+      train_step, model=model, tx=tx, loss_cfg=config.loss, paired=config.data.paired
+    ),
+    out_shardings=(shardings, sharding.replicated(run.mesh)),
+    donate_argnums=0,
+  )
   evaluator = _evaluator(config, run, model)
   # Grid rows: fixed held-out images when there is an eval set, else the first batch.
   samples, n = None, config.num_samples
@@ -302,12 +356,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if step % config.log_every == 0 or last:
       logs = {k: float(v) for k, v in jax.device_get(logs).items()}
       common.check_finite(logs["g_total"] + logs["d_loss"], step, run)
-      run.writer.write_scalars(step, {**{f"train/{k}": v for k, v in logs.items()},
-                                      "train/lr": float(schedule(step))})
+      run.writer.write_scalars(
+        step, {**{f"train/{k}": v for k, v in logs.items()}, "train/lr": float(schedule(step))}
+      )
       progress.update(step, f"G {logs['g_total']:.3f} D {logs['d_loss']:.3f}", force=last)
     if config.sample_every and (step % config.sample_every == 0 or last):
-      run.writer.write_image(step, "rgb_fakeir_recrgb",
-                             sample_grid(state["params"], model, *samples))
+      run.writer.write_image(
+        step, "rgb_fakeir_recrgb", sample_grid(state["params"], model, *samples)
+      )
     if evaluator is not None and (step % config.eval_every == 0 or last):
       results = evaluator.run(state["params"]["rgb_to_ir"])
       run.writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
@@ -317,8 +373,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     results = evaluator.run(state["params"]["rgb_to_ir"])
   run.ckpt.close()
   run.writer.close()
-  return {"step": step, **{f"train/{k}": float(v) for k, v in logs.items()},
-          **{f"eval/{k}": v for k, v in results.items()}}
+  return {
+    "step": step,
+    **{f"train/{k}": float(v) for k, v in logs.items()},
+    **{f"eval/{k}": v for k, v in results.items()},
+  }
 
 
 def _format(results: dict[str, float]) -> str:

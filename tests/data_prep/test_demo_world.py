@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import demo_world
-from data_prep import demo_world_captions as captions_lib
-from data_prep import demo_world_layout as layout_lib
-from data_prep import demo_world_render as render
-from fusionrs_jax import records
+from data_prep.demo_world import captions as captions_lib
+from data_prep.demo_world import layout as layout_lib
+from data_prep.demo_world import render
+from data_prep.demo_world import world as demo_world
+from fusionrs_jax.core import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N_CLASSES = len(demo_world.SCENE_CLASSES)
@@ -67,7 +67,7 @@ def test_every_record_validates_round_trips_and_says_it_is_synthetic(samples):
     assert len(r.captions) == 5 and len(set(r.captions)) == 5
     for obj in r.meta["objects"]:
       x, y, w, h = obj["bbox"]
-      assert 0 <= x and 0 <= y and x + w <= 64.01 and y + h <= 64.01 and w > 0 and h > 0
+      assert x >= 0 and y >= 0 and x + w <= 64.01 and y + h <= 64.01 and w > 0 and h > 0
 
 
 def test_many_layouts_keep_countable_objects_inside_and_apart():
@@ -123,10 +123,12 @@ def test_shadows_cool_the_ground_by_day_only():
   labels, shadow = render.rasterize(lay, 64, (1.0, 0.0))
   # Tank spans x 0.2..0.4 image widths; its shadow 0.4..0.6 ([128, 128] supersampled mask).
   assert shadow[60:68, 56:72].all() and not shadow[:, :50].any() and not shadow[:, 80:].any()
-  day = [render.render_thermal(labels, shadow, np.random.default_rng(s), "day")[0]
-         for s in range(3)]
-  night = [render.render_thermal(labels, shadow, np.random.default_rng(s), "night")[0]
-           for s in range(3)]
+  day = [
+    render.render_thermal(labels, shadow, np.random.default_rng(s), "day")[0] for s in range(3)
+  ]
+  night = [
+    render.render_thermal(labels, shadow, np.random.default_rng(s), "night")[0] for s in range(3)
+  ]
   shade, lit = np.s_[30:34, 29:36], np.s_[30:34, 48:56]  # shadow vs open concrete (64 px)
   day_gap = np.mean([d[shade].mean() - d[lit].mean() for d in day])
   night_gap = np.mean([n[shade].mean() - n[lit].mean() for n in night])
@@ -134,11 +136,17 @@ def test_shadows_cool_the_ground_by_day_only():
 
 
 _WORDS = {w: i for i, w in enumerate(captions_lib.NUMBER_WORDS)}
-_NOUNS = {noun: cat for cat, forms in captions_lib.COUNT_NOUNS.items()
-          for pair in forms for noun in pair}
-_COUNT_RE = re.compile(r"\b(" + "|".join(captions_lib.NUMBER_WORDS) + r")\s+(?:(\w+)\s+)?("
-                       + "|".join(sorted(map(re.escape, _NOUNS), key=len, reverse=True))
-                       + r")\b", re.IGNORECASE)
+_NOUNS = {
+  noun: cat for cat, forms in captions_lib.COUNT_NOUNS.items() for pair in forms for noun in pair
+}
+_COUNT_RE = re.compile(
+  r"\b("
+  + "|".join(captions_lib.NUMBER_WORDS)
+  + r")\s+(?:(\w+)\s+)?("
+  + "|".join(sorted(map(re.escape, _NOUNS), key=len, reverse=True))
+  + r")\b",
+  re.IGNORECASE,
+)
 
 
 def test_captions_state_true_object_counts():
@@ -170,8 +178,9 @@ def test_captions_only_mention_water_and_roof_colours_in_the_layout(samples):
 
 def test_build_writes_balanced_splits_and_is_idempotent(tmp_path):
   out = str(tmp_path / "dw")
-  info = demo_world.build_demo_world(out, num_train=2 * N_CLASSES, num_val=N_CLASSES,
-                                     num_test=8, records_per_shard=20)
+  info = demo_world.build_demo_world(
+    out, num_train=2 * N_CLASSES, num_val=N_CLASSES, num_test=8, records_per_shard=20
+  )
   assert info["synthetic"] is True and info["generator"] == "demo_world"
   counts = {s: v["records"] for s, v in info["splits"].items()}
   assert counts == {"train": 2 * N_CLASSES, "val": N_CLASSES, "test": 8}
@@ -182,8 +191,12 @@ def test_build_writes_balanced_splits_and_is_idempotent(tmp_path):
   labels = [r.label for r in train]
   assert all(labels.count(c) == 2 for c in demo_world.SCENE_CLASSES)
   mtimes = {p: os.path.getmtime(p) for p in records.list_shards(out, "train")}
-  assert demo_world.build_demo_world(out, num_train=2 * N_CLASSES, num_val=N_CLASSES,
-                                     num_test=8, records_per_shard=20) == info
+  assert (
+    demo_world.build_demo_world(
+      out, num_train=2 * N_CLASSES, num_val=N_CLASSES, num_test=8, records_per_shard=20
+    )
+    == info
+  )
   assert {p: os.path.getmtime(p) for p in records.list_shards(out, "train")} == mtimes
 
 
@@ -196,7 +209,20 @@ def test_bad_arguments_name_the_problem():
 
 def test_cli_writes_a_dataset(tmp_path):
   out = tmp_path / "cli"
-  subprocess.run([sys.executable, "-m", "data_prep.demo_world", f"--out={out}",
-                  "--num_train=16", "--num_val=0", "--num_test=0", "--image_size=32"],
-                 cwd=REPO, check=True, capture_output=True, timeout=120)
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "data_prep.demo_world",
+      f"--out={out}",
+      "--num_train=16",
+      "--num_val=0",
+      "--num_test=0",
+      "--image_size=32",
+    ],
+    cwd=REPO,
+    check=True,
+    capture_output=True,
+    timeout=120,
+  )
   assert records.read_info(str(out))["splits"]["train"]["records"] == 16

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import ingest as ingest_lib
-from data_prep import tfds_export
-from data_prep.ingest import IngestOptions, ingest
-from data_prep.sources import SourceItem
-from fusionrs_jax import records
-from fusionrs_jax.records import Record
+from data_prep.ingest import tfds_export
+from data_prep.ingest import writer as ingest_lib
+from data_prep.ingest.sources import SourceItem
+from data_prep.ingest.writer import IngestOptions, ingest
+from fusionrs_jax.core import records
+from fusionrs_jax.core.records import Record
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,10 +31,17 @@ def _png(seed: int, size: int = 40) -> bytes:
 def _records(n: int = 30) -> list[Record]:
   """Fresh synthetic captioned records: train/val/test round robin, distinct images."""
   splits = ("train", "val", "test")
-  return [Record(id=f"syn/{i}", source="syn", split=splits[i % 3], rgb=_png(i),
-                 captions=[f"scene {i} with {i % 4} roads", f"caption {i}"],
-                 label=f"class{i % 2}")
-          for i in range(n)]
+  return [
+    Record(
+      id=f"syn/{i}",
+      source="syn",
+      split=splits[i % 3],
+      rgb=_png(i),
+      captions=[f"scene {i} with {i % 4} roads", f"caption {i}"],
+      label=f"class{i % 2}",
+    )
+    for i in range(n)
+  ]
 
 
 def _opts(**kw) -> IngestOptions:
@@ -81,11 +88,9 @@ def test_duplicate_image_across_splits_is_moved_to_train(tmp_path):
   recs[2].split, recs[5].split = "test", "val"  # test and val copies, no train copy
   summary = ingest(recs, str(tmp_path), "syn", _opts())
   moves = {m["id"]: m for m in summary["dedup_moves"]}
-  assert moves["syn/4"] == {"id": "syn/4", "from": "val", "to": "train",
-                            "duplicate_of": "syn/0"}
+  assert moves["syn/4"] == {"id": "syn/4", "from": "val", "to": "train", "duplicate_of": "syn/0"}
   # Without a train copy, the first occurrence's split wins.
-  assert moves["syn/5"] == {"id": "syn/5", "from": "val", "to": "test",
-                            "duplicate_of": "syn/2"}
+  assert moves["syn/5"] == {"id": "syn/5", "from": "val", "to": "test", "duplicate_of": "syn/2"}
   train = {r.id: r for r in records.read_records(records.list_shards(str(tmp_path), "train"))}
   assert train["syn/4"].meta["moved_from_split"] == "val"
   assert records.read_info(str(tmp_path))["ingest"]["dedup_moves"] == summary["dedup_moves"]
@@ -98,14 +103,25 @@ def test_duplicate_id_too_small_and_bad_captions_are_rejected(tmp_path):
   recs[3].captions = ["", "  "]
   recs[4].captions = ["ok", 7, ""]
   summary = ingest(recs, str(tmp_path), "syn", _opts(min_size=32))
-  assert summary["rejects"] == {"duplicate_id": 1, "empty_caption": 2, "image_too_small": 1,
-                                "non_text_caption": 1}
+  assert summary["rejects"] == {
+    "duplicate_id": 1,
+    "empty_caption": 2,
+    "image_too_small": 1,
+    "non_text_caption": 1,
+  }
   reasons = [(r["id"], r["reason"]) for r in _rejects(tmp_path)]
-  assert reasons == [("syn/0", "duplicate_id"), ("syn/2", "image_too_small"),
-                     ("syn/3", "empty_caption"), ("syn/4", "non_text_caption"),
-                     ("syn/4", "empty_caption")]
-  kept = {r.id: r for s in summary["splits"]
-          for r in records.read_records(records.list_shards(str(tmp_path), s))}
+  assert reasons == [
+    ("syn/0", "duplicate_id"),
+    ("syn/2", "image_too_small"),
+    ("syn/3", "empty_caption"),
+    ("syn/4", "non_text_caption"),
+    ("syn/4", "empty_caption"),
+  ]
+  kept = {
+    r.id: r
+    for s in summary["splits"]
+    for r in records.read_records(records.list_shards(str(tmp_path), s))
+  }
   assert sorted(kept) == ["syn/0", "syn/4", "syn/5"]
   assert kept["syn/4"].captions == ["ok"]
 
@@ -126,17 +142,33 @@ def test_cli_runs_in_separate_processes_write_identical_bytes(tmp_path):
   rows = []
   for i in range(6):
     (images / f"{i}.png").write_bytes(_png(i))
-    rows.append(json.dumps({"image": f"{i}.png", "caption": f"scene {i}",
-                            "split": "train" if i < 4 else "val"}))
+    rows.append(
+      json.dumps(
+        {"image": f"{i}.png", "caption": f"scene {i}", "split": "train" if i < 4 else "val"}
+      )
+    )
   rows.append(json.dumps({"image": "gone.png", "caption": "missing"}))
   (tmp_path / "caps.jsonl").write_text("\n".join(rows) + "\n")
   trees = []
   for out in ("a", "b"):
     proc = subprocess.run(
-        [sys.executable, "-m", "data_prep.ingest", "--source=folder",
-         f"--json={tmp_path / 'caps.jsonl'}", f"--images={images}",
-         f"--out={tmp_path / out}", "--name=my", "--tfrecord", "--records_per_shard=3"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+      [
+        sys.executable,
+        "-m",
+        "data_prep.ingest",
+        "--source=folder",
+        f"--json={tmp_path / 'caps.jsonl'}",
+        f"--images={images}",
+        f"--out={tmp_path / out}",
+        "--name=my",
+        "--tfrecord",
+        "--records_per_shard=3",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     trees.append(_tree_bytes(tmp_path / out))
   assert trees[0] == trees[1]
@@ -153,11 +185,14 @@ def _crash_after(items, n):
 
 def _counted_items(recs, loads):
   """SourceItems over records that count how many images were actually loaded."""
+
   def make(record):
     def load():
       loads.append(record.id)
       return record
+
     return SourceItem(id=record.id, file=f"{record.id}.png", load=load)
+
   return [make(r) for r in recs]
 
 
@@ -170,10 +205,11 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
   ingest(_counted_items(_records_like(recs), []), str(reference), "syn", _opts())
   resumed = tmp_path / "resumed"
   with pytest.raises(RuntimeError, match="simulated"):
-    ingest(_crash_after(_counted_items(_records_like(recs), []), 21), str(resumed), "syn",
-           _opts())
+    ingest(_crash_after(_counted_items(_records_like(recs), []), 21), str(resumed), "syn", _opts())
   assert sorted(os.listdir(resumed / ".ingest-syn"))[:2] == [
-      "chunk-00000.array_record", "chunk-00000.json"]
+    "chunk-00000.array_record",
+    "chunk-00000.json",
+  ]
   loads = []
   ingest(_counted_items(_records_like(recs), loads), str(resumed), "syn", _opts(resume=True))
   assert len(loads) == 30 - 16  # the two finished chunks of 8 were not re-read
@@ -183,8 +219,9 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
 
 def _records_like(recs):
   """Copies, since ingest normalizes the records it is given."""
-  return [Record(**{**r.__dict__, "captions": list(r.captions), "meta": dict(r.meta)})
-          for r in recs]
+  return [
+    Record(**{**r.__dict__, "captions": list(r.captions), "meta": dict(r.meta)}) for r in recs
+  ]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -199,14 +236,14 @@ def test_tfrecord_export_round_trips_with_the_tfrecord_reader(tmp_path):
 
   summary = ingest(_records(9), str(tmp_path), "syn", _opts(tfrecord=True))
   paths = records.list_shards(str(tmp_path), "train", fmt="tfrecord")
-  assert [os.path.basename(p) for p in paths] == [
-      "syn-train.tfrecord-00000-of-00001"]
+  assert [os.path.basename(p) for p in paths] == ["syn-train.tfrecord-00000-of-00001"]
   got = [ex for p in paths for ex in tfrecord_loader(p, None)]
   want = list(records.read_records(records.list_shards(str(tmp_path), "train")))
   assert [ex["id"].decode() for ex in got] == [r.id for r in want]
   assert [[c.decode() for c in ex["captions"]] for ex in got] == [r.captions for r in want]
-  assert [ex["rgb"].tobytes() if hasattr(ex["rgb"], "tobytes") else ex["rgb"]
-          for ex in got] == [r.rgb for r in want]
+  assert [ex["rgb"].tobytes() if hasattr(ex["rgb"], "tobytes") else ex["rgb"] for ex in got] == [
+    r.rgb for r in want
+  ]
   assert summary["splits"]["train"] == 3
 
 
@@ -215,8 +252,9 @@ def test_tfds_data_source_reads_the_same_shards(tmp_path):
 
   ingest(_records(12), str(tmp_path), "syn", _opts())
   tfds_folder = tfds_export.tfds_dir(str(tmp_path), "syn")
-  assert os.path.realpath(os.path.join(tfds_folder, "syn-val.array_record-00000-of-00001")) \
-      == os.path.realpath(tmp_path / "syn-val.array_record-00000-of-00001")
+  assert os.path.realpath(
+    os.path.join(tfds_folder, "syn-val.array_record-00000-of-00001")
+  ) == os.path.realpath(tmp_path / "syn-val.array_record-00000-of-00001")
   for split in ("train", "val", "test"):
     source = tfds.data_source("syn", data_dir=str(tmp_path / "tfds"), split=split)
     want = list(records.read_records(records.list_shards(str(tmp_path), split)))
@@ -244,7 +282,7 @@ def broken_ucm_copy(tmp_path, shared_data):
     shutil.copy(os.path.join(ucm, "images", entry["filename"]), images / entry["filename"])
   truncated, empty, missing = (dict(entries[-1], filename=n) for n in ("t.jpg", "z.jpg", "m.jpg"))
   data = (images / entries[-1]["filename"]).read_bytes()
-  (images / "t.jpg").write_bytes(data[:len(data) // 2])
+  (images / "t.jpg").write_bytes(data[: len(data) // 2])
   (images / "z.jpg").write_bytes(b"")
   entries = entries[:20] + [truncated, empty, missing]
   entries[3] = dict(entries[3], sentences=[dict(s) for s in entries[3]["sentences"]])
@@ -254,7 +292,7 @@ def broken_ucm_copy(tmp_path, shared_data):
 
 
 def test_broken_ucm_copy_keeps_the_rest_and_rejects_exactly_four(broken_ucm_copy):
-  from data_prep import sources
+  from data_prep.ingest import sources
 
   root = broken_ucm_copy
   items = sources.read_karpathy(str(root / "ucm.json"), str(root / "images"), "ucm")
@@ -263,9 +301,14 @@ def test_broken_ucm_copy_keeps_the_rest_and_rejects_exactly_four(broken_ucm_copy
   assert sum(summary["captions"].values()) == 20 * 5 - 1
   with open(root / "ucm.json") as f:
     blank = os.path.splitext(json.load(f)["images"][3]["filename"])[0]
-  assert sorted((r["id"], r["reason"]) for r in _rejects(root / "out")) == sorted([
-      ("ucm/m", "missing_file"), ("ucm/t", "truncated_image"), ("ucm/z", "empty_file"),
-      (f"ucm/{blank}", "empty_caption")])
+  assert sorted((r["id"], r["reason"]) for r in _rejects(root / "out")) == sorted(
+    [
+      ("ucm/m", "missing_file"),
+      ("ucm/t", "truncated_image"),
+      ("ucm/z", "empty_file"),
+      (f"ucm/{blank}", "empty_caption"),
+    ]
+  )
 
 
 @pytest.mark.slow
@@ -273,13 +316,28 @@ def test_full_ucm_ingest_via_cli(tmp_path, shared_data):
   ucm = os.path.join(shared_data, "ucm_captions")
   out = tmp_path / "ucm"
   proc = subprocess.run(
-      [sys.executable, "-m", "data_prep.ingest", "--source=karpathy",
-       f"--json={ucm}/dataset_ucm.json", f"--images={ucm}/images", f"--out={out}",
-       "--name=ucm"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "data_prep.ingest",
+      "--source=karpathy",
+      f"--json={ucm}/dataset_ucm.json",
+      f"--images={ucm}/images",
+      f"--out={out}",
+      "--name=ucm",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   info = records.read_info(str(out))
   assert {s: v["records"] for s, v in info["splits"].items()} == {
-      "train": 1680, "val": 210, "test": 210}
+    "train": 1680,
+    "val": 210,
+    "test": 210,
+  }
   assert sum(v["captions"] for v in info["splits"].values()) == 10500
   assert info["ingest"]["rejects"] == {} and _rejects(out) == []
   assert "train: 1680 records, 8400 captions" in proc.stdout
@@ -287,7 +345,7 @@ def test_full_ucm_ingest_via_cli(tmp_path, shared_data):
 
 @pytest.mark.slow
 def test_full_hit_uav_ingest_gives_real_thermal_records(tmp_path, shared_data):
-  from data_prep import sources
+  from data_prep.ingest import sources
 
   hit = os.path.join(shared_data, "hit_uav")
   jsons = [os.path.join(hit, "annotations", f"{s}.json") for s in ("train", "val")]
@@ -297,8 +355,9 @@ def test_full_hit_uav_ingest_gives_real_thermal_records(tmp_path, shared_data):
   info = records.read_info(str(tmp_path))
   assert info["splits"]["train"]["ir_origins"] == {"real": 2029}
   assert info["splits"]["val"]["with_rgb"] == 0
-  (first,) = [r for _, r in zip(range(1), records.read_records(
-      records.list_shards(str(tmp_path), "val")))]
+  (first,) = [
+    r for _, r in zip(range(1), records.read_records(records.list_shards(str(tmp_path), "val")))
+  ]
   assert first.meta["width"] == 320 and first.meta["height"] == 256
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import sources
+from data_prep.ingest import sources
 
 
 def _image_bytes(seed: int, size=(40, 30), fmt="JPEG", mode="RGB") -> bytes:
@@ -29,8 +29,17 @@ def _write(path, data: bytes) -> None:
 def test_karpathy_keeps_jpeg_bytes_and_class_label(tmp_path):
   jpeg = _image_bytes(0)
   _write(tmp_path / "imgs" / "7.jpg", jpeg)
-  layout = {"images": [{"filename": "7.jpg", "imgid": 6, "split": "test", "class": "beach",
-                        "sentences": [{"raw": "A beach ."}, {"raw": "Waves ."}]}]}
+  layout = {
+    "images": [
+      {
+        "filename": "7.jpg",
+        "imgid": 6,
+        "split": "test",
+        "class": "beach",
+        "sentences": [{"raw": "A beach ."}, {"raw": "Waves ."}],
+      }
+    ]
+  }
   (tmp_path / "d.json").write_text(json.dumps(layout))
   (item,) = sources.read_karpathy(str(tmp_path / "d.json"), str(tmp_path / "imgs"), "ucm")
   assert item.id == "ucm/7"
@@ -54,11 +63,33 @@ def test_nwpu_layout_reads_class_folders_and_raw_keys(tmp_path):
   for cls, name in (("airport", "airport_001.jpg"), ("beach", "beach_002.jpg")):
     _write(tmp_path / "imgs" / cls / name, _image_bytes(len(name) + len(cls)))
   layout = {
-      "airport": [{"filename": "airport_001.jpg", "imgid": 0, "split": "train",
-                   "raw": "c0", "raw_1": "c1", "raw_2": "c2", "raw_3": "c3", "raw_4": "c4",
-                   "sentids": 0, "sentids_1": 1}],
-      "beach": [{"filename": "beach_002.jpg", "imgid": 1, "split": "val",
-                 "raw_4": "e", "raw": "a", "raw_2": "c", "raw_1": "b", "raw_3": "d"}]}
+    "airport": [
+      {
+        "filename": "airport_001.jpg",
+        "imgid": 0,
+        "split": "train",
+        "raw": "c0",
+        "raw_1": "c1",
+        "raw_2": "c2",
+        "raw_3": "c3",
+        "raw_4": "c4",
+        "sentids": 0,
+        "sentids_1": 1,
+      }
+    ],
+    "beach": [
+      {
+        "filename": "beach_002.jpg",
+        "imgid": 1,
+        "split": "val",
+        "raw_4": "e",
+        "raw": "a",
+        "raw_2": "c",
+        "raw_1": "b",
+        "raw_3": "d",
+      }
+    ],
+  }
   (tmp_path / "n.json").write_text(json.dumps(layout))
   items = list(sources.read_nwpu(str(tmp_path / "n.json"), str(tmp_path / "imgs"), "nwpu"))
   recs = [item.load() for item in items]
@@ -78,13 +109,17 @@ def test_nwpu_rejects_karpathy_file_with_a_hint(tmp_path):
 def test_folder_jsonl_and_csv_group_captions_per_image(tmp_path):
   for name in ("a.png", "b.jpg"):
     _write(tmp_path / name, _image_bytes(len(name), fmt="PNG" if name.endswith("png") else "JPEG"))
-  rows = [{"image": "a.png", "caption": "first", "split": "val"},
-          {"file": "b.jpg", "captions": ["x", "y"]},
-          {"image": "a.png", "caption": "second", "split": "train"}]
+  rows = [
+    {"image": "a.png", "caption": "first", "split": "val"},
+    {"file": "b.jpg", "captions": ["x", "y"]},
+    {"image": "a.png", "caption": "second", "split": "train"},
+  ]
   (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   recs = [i.load() for i in sources.read_folder(str(tmp_path / "c.jsonl"), str(tmp_path), "my")]
   assert [(r.id, r.split, r.captions) for r in recs] == [
-      ("my/a", "val", ["first", "second"]), ("my/b", "train", ["x", "y"])]
+    ("my/a", "val", ["first", "second"]),
+    ("my/b", "train", ["x", "y"]),
+  ]
   (tmp_path / "c.csv").write_text("file,captions,label\nb.jpg,one|two,road\n")
   (rec,) = [i.load() for i in sources.read_folder(str(tmp_path / "c.csv"), str(tmp_path), "my")]
   assert (rec.captions, rec.label, rec.split) == (["one", "two"], "road", "train")
@@ -98,12 +133,15 @@ def test_folder_row_without_image_column_names_the_row(tmp_path):
 
 def test_coco_thermal_records_are_real_ir_with_boxes(tmp_path):
   _write(tmp_path / "images" / "val" / "0_60_30_0_1.jpg", _image_bytes(3, mode="L"))
-  coco = {"images": [{"filename": "0_60_30_0_1.jpg", "id": 5, "height": 30, "width": 40}],
-          "categories": [{"id": 0, "name": "Person"}, {"id": 1, "name": "Car"}],
-          "annotation": [{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3.5, 4], "id": 0}]}
+  coco = {
+    "images": [{"filename": "0_60_30_0_1.jpg", "id": 5, "height": 30, "width": 40}],
+    "categories": [{"id": 0, "name": "Person"}, {"id": 1, "name": "Car"}],
+    "annotation": [{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3.5, 4], "id": 0}],
+  }
   (tmp_path / "val.json").write_text(json.dumps(coco))
-  (item,) = sources.read_coco_thermal([str(tmp_path / "val.json")],
-                                      str(tmp_path / "images"), "hit_uav")
+  (item,) = sources.read_coco_thermal(
+    [str(tmp_path / "val.json")], str(tmp_path / "images"), "hit_uav"
+  )
   record = item.load()
   assert (record.id, record.split, record.ir_origin) == ("hit_uav/0_60_30_0_1", "val", "real")
   assert record.rgb == b"" and record.ir and not record.captions
@@ -111,13 +149,22 @@ def test_coco_thermal_records_are_real_ir_with_boxes(tmp_path):
   assert (record.meta["width"], record.meta["height"]) == (40, 30)
 
 
-@pytest.mark.parametrize("case,reason", [("missing", "missing_file"), ("empty", "empty_file"),
-                                         ("truncated", "truncated_image"),
-                                         ("garbage", "unreadable_image")])
+@pytest.mark.parametrize(
+  "case,reason",
+  [
+    ("missing", "missing_file"),
+    ("empty", "empty_file"),
+    ("truncated", "truncated_image"),
+    ("garbage", "unreadable_image"),
+  ],
+)
 def test_broken_images_raise_item_rejected_with_reason(tmp_path, case, reason):
   path = tmp_path / "x.jpg"
-  data = {"empty": b"", "truncated": _image_bytes(4, size=(64, 64))[:600],
-          "garbage": b"not an image at all"}.get(case)
+  data = {
+    "empty": b"",
+    "truncated": _image_bytes(4, size=(64, 64))[:600],
+    "garbage": b"not an image at all",
+  }.get(case)
   if data is not None:
     _write(path, data)
   with pytest.raises(sources.ItemRejected) as err:
@@ -132,8 +179,9 @@ def test_unknown_source_kind_lists_the_valid_ones():
 
 def test_real_ucm_and_hit_uav_layouts_are_understood(shared_data):
   ucm = os.path.join(shared_data, "ucm_captions")
-  items = list(sources.read_karpathy(os.path.join(ucm, "dataset_ucm.json"),
-                                     os.path.join(ucm, "images"), "ucm"))
+  items = list(
+    sources.read_karpathy(os.path.join(ucm, "dataset_ucm.json"), os.path.join(ucm, "images"), "ucm")
+  )
   assert len(items) == 2100 and len({i.id for i in items}) == 2100
   first = items[0].load()
   assert len(first.captions) == 5 and first.label and first.meta["width"] > 200
@@ -144,4 +192,9 @@ def test_real_ucm_and_hit_uav_layouts_are_understood(shared_data):
   record = thermal[0].load()
   assert record.split == "train" and record.ir_origin == "real"
   assert {o["category"] for o in record.meta["objects"]} <= {
-      "Person", "Car", "Bicycle", "OtherVehicle", "DontCare"}
+    "Person",
+    "Car",
+    "Bicycle",
+    "OtherVehicle",
+    "DontCare",
+  }

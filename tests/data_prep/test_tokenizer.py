@@ -11,15 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import tokenizer
-from data_prep.ingest import IngestOptions, ingest
-from fusionrs_jax.records import Record
+from data_prep.ingest import tokenizer
+from data_prep.ingest.writer import IngestOptions, ingest
+from fusionrs_jax.core.records import Record
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SCENES = ["farmland", "residential area", "harbor", "parking lot", "river", "runway"]
 _THINGS = ["green trees", "white buildings", "boats", "cars", "a road", "2 bridges"]
-PROBES = ["There is a piece of farmland .", "Many  buildings and 123 green trees near a road",
-          "tab\there é ünïcode 😀 <sep> answer", " leading space", "IR: warm roofs, 37°C"]
+PROBES = [
+  "There is a piece of farmland .",
+  "Many  buildings and 123 green trees near a road",
+  "tab\there é ünïcode 😀 <sep> answer",
+  " leading space",
+  "IR: warm roofs, 37°C",
+]
 
 
 def _captions() -> list[str]:
@@ -72,7 +77,7 @@ def test_transformers_gemma_tokenizer_gives_identical_ids(model_path, tmp_path):
 
 
 def test_missing_model_names_the_command(tmp_path):
-  with pytest.raises(FileNotFoundError, match="data_prep.tokenizer"):
+  with pytest.raises(FileNotFoundError, match="data_prep.ingest.tokenizer"):
     tokenizer.load_tokenizer(str(tmp_path / "none.model"))
 
 
@@ -84,16 +89,37 @@ def _png(seed: int) -> bytes:
 
 
 def test_cli_trains_on_train_split_texts_only(tmp_path):
-  recs = [Record(id="d/0", source="d", split="train", rgb=_png(0), captions=_captions()[:40],
-                 ir_captions=["hot roof"], ir_origin="rendered", ir=_png(1),
-                 instructions=[{"question": "How many cars?", "answer": "3"}]),
-          Record(id="d/1", source="d", split="test", rgb=_png(2), captions=["zebra quokka"])]
+  recs = [
+    Record(
+      id="d/0",
+      source="d",
+      split="train",
+      rgb=_png(0),
+      captions=_captions()[:40],
+      ir_captions=["hot roof"],
+      ir_origin="rendered",
+      ir=_png(1),
+      instructions=[{"question": "How many cars?", "answer": "3"}],
+    ),
+    Record(id="d/1", source="d", split="test", rgb=_png(2), captions=["zebra quokka"]),
+  ]
   ingest(recs, str(tmp_path / "data"), "d", IngestOptions(progress=False))
   texts = tokenizer.train_texts([str(tmp_path / "data")])
   assert "hot roof" in texts and "How many cars?" in texts and "zebra quokka" not in texts
   out = tmp_path / "cli.model"
-  proc = subprocess.run([sys.executable, "-m", "data_prep.tokenizer",
-                         f"--data={tmp_path / 'data'}", f"--out={out}", "--vocab_size=300"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "data_prep.ingest.tokenizer",
+      f"--data={tmp_path / 'data'}",
+      f"--out={out}",
+      "--vocab_size=300",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert tokenizer.load_tokenizer(str(out)).bos_id() == 2

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data_prep import translate
-from fusionrs_jax import checkpoint, records
+from fusionrs_jax.core import checkpoint, records
 from fusionrs_jax.models import cyclegan
 
 
@@ -24,8 +24,9 @@ def workdir(tmp_path_factory):
   """A translator run folder holding a (random-init) tiny checkpoint and its config.json."""
   path = tmp_path_factory.mktemp("run")
   params = cyclegan.build("tiny").init(jax.random.PRNGKey(0), 16)
-  records.write_json_atomic(str(path / "config.json"),
-                            {"trainer": "translator", "model": {"size": "tiny"}})
+  records.write_json_atomic(
+    str(path / "config.json"), {"trainer": "translator", "model": {"size": "tiny"}}
+  )
   ckpt = checkpoint.Checkpointer(str(path / "checkpoints"), save_every=1, async_save=False)
   ckpt.save(3, {"params": params}, force=True)
   ckpt.close()
@@ -37,9 +38,15 @@ def rgb_dir(tmp_path):
   rng = np.random.default_rng(0)
   recs = []
   for i, (h, w) in enumerate([(30, 22), (30, 22), (16, 16), (31, 40), (16, 16)]):
-    recs.append(records.Record(id=f"s{i}", source="t", split="train",
-                               rgb=_png(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
-                               captions=[f"caption {i}"]))
+    recs.append(
+      records.Record(
+        id=f"s{i}",
+        source="t",
+        split="train",
+        rgb=_png(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+        captions=[f"caption {i}"],
+      )
+    )
   # One record already has real IR: kept as is.
   recs[4].ir, recs[4].ir_origin = _png(np.zeros((16, 16), np.uint8)), "real"
   out = str(tmp_path / "in")

@@ -34,8 +34,9 @@ def test_identical_caption_scores_maximal():
   for n in range(1, 5):
     assert s[f"BLEU-{n}"] == pytest.approx(1.0)
   assert s["ROUGE-L"] == pytest.approx(1.0)
-  exact = cap.caption_metrics(["a red roof near the road"], [["a red roof near the road"]],
-                              official_meteor=False)
+  exact = cap.caption_metrics(
+    ["a red roof near the road"], [["a red roof near the road"]], official_meteor=False
+  )
   assert "METEOR" not in exact
   assert exact["METEOR-exact"] == pytest.approx(1 - 0.5 * (1 / 6) ** 3)
 
@@ -52,7 +53,8 @@ def test_meteor_fragmentation_penalty_counts_chunks():
   # Recall-weighted harmonic mean: P = 1, R = 2/4, one chunk.
   fmean = 1 * 0.5 / (0.9 * 1 + 0.1 * 0.5)
   assert cap.meteor_single(T("a b"), T("a b c d")) == pytest.approx(
-      fmean * (1 - 0.5 * (1 / 2) ** 3))
+    fmean * (1 - 0.5 * (1 / 2) ** 3)
+  )
   assert cap.meteor_single(T("x y"), T("a b")) == 0.0
 
 
@@ -83,9 +85,11 @@ def test_exact_match_and_token_f1():
 
 
 def test_score_by_task_splits_captions_and_answers():
-  rows = [{"task": "caption", "prediction": "a red roof", "references": ["a red roof"]},
-          {"task": "object_presence", "prediction": "Yes.", "references": ["Yes."]},
-          {"task": "counting_captions", "prediction": "4", "references": ["3"]}]
+  rows = [
+    {"task": "caption", "prediction": "a red roof", "references": ["a red roof"]},
+    {"task": "object_presence", "prediction": "Yes.", "references": ["Yes."]},
+    {"task": "counting_captions", "prediction": "4", "references": ["3"]},
+  ]
   s = cap.score_by_task(rows)
   assert s["caption/BLEU-1"] == pytest.approx(1.0)
   assert s["object_presence/exact_match"] == 1.0

@@ -10,16 +10,39 @@ from fusionrs_jax.evaluators import coco_caption
 
 pytest.importorskip("pycocoevalcap", reason="pip install -e '.[coco]'")
 
-WORDS = ("a the many green trees are around building road river cars parked lot with some "
-         "and of in two white plane runway").split()
+WORDS = [
+  "a",
+  "the",
+  "many",
+  "green",
+  "trees",
+  "are",
+  "around",
+  "building",
+  "road",
+  "river",
+  "cars",
+  "parked",
+  "lot",
+  "with",
+  "some",
+  "and",
+  "of",
+  "in",
+  "two",
+  "white",
+  "plane",
+  "runway",
+]
 
 
 def _random_set(seed: int, items: int = 80):
   rng = random.Random(seed)
-  refs = [[[rng.choice(WORDS) for _ in range(rng.randint(4, 14))] for _ in range(5)]
-          for _ in range(items)]
+  refs = [
+    [[rng.choice(WORDS) for _ in range(rng.randint(4, 14))] for _ in range(5)] for _ in range(items)
+  ]
   # Hypotheses share n-grams with their references, some are short, one is empty.
-  hyps = [rng.choice(rs)[:rng.randint(1, 12)] + [rng.choice(WORDS)] for rs in refs]
+  hyps = [rng.choice(rs)[: rng.randint(1, 12)] + [rng.choice(WORDS)] for rs in refs]
   hyps[3] = []
   return hyps, refs
 
@@ -47,7 +70,8 @@ def test_meteor_is_meteor_15_from_the_jar():
   none, _ = coco_caption.meteor([["a", "cat"]], [[["a", "planes"]]])
   assert stem > none
   assert cap.meteor_single(["a", "plane"], ["a", "planes"]) == cap.meteor_single(
-      ["a", "cat"], ["a", "planes"])
+    ["a", "cat"], ["a", "planes"]
+  )
   # caption_metrics reports it under "METEOR" when available.
   m = cap.caption_metrics(["a plane"], [["a planes"]])
   assert m["METEOR"] == pytest.approx(stem) and "METEOR-exact" not in m

@@ -20,8 +20,11 @@ def _naive_recall(scores, positives, k):
   gallery index first (what a stable descending sort does)."""
   hits = 0
   for s, pos in zip(scores, positives):
-    ranks = [sum(1 for j in range(len(s)) if s[j] > s[g] or (s[j] == s[g] and j < g))
-             for g in range(len(s)) if pos[g]]
+    ranks = [
+      sum(1 for j in range(len(s)) if s[j] > s[g] or (s[j] == s[g] and j < g))
+      for g in range(len(s))
+      if pos[g]
+    ]
     hits += bool(ranks) and min(ranks) < k
   return 100.0 * hits / len(scores)
 
@@ -47,9 +50,14 @@ def test_recall_ties_count_only_when_the_positive_sorts_first():
 def test_caption_positives_include_identical_normalized_text_of_other_images():
   texts = ["A dog.", "a cat", "a  DOG!", "bird", "a dogs"]
   pos = retrieval.caption_positives([[0, 1], [2], [3, 4]], texts)
-  expected = np.array([[1, 1, 1, 0, 0],   # own captions + "a  DOG!" (== "a dog")
-                       [1, 0, 1, 0, 0],   # own caption + "A dog."
-                       [0, 0, 0, 1, 1]], bool)
+  expected = np.array(
+    [
+      [1, 1, 1, 0, 0],  # own captions + "a  DOG!" (== "a dog")
+      [1, 0, 1, 0, 0],  # own caption + "A dog."
+      [0, 0, 0, 1, 1],
+    ],
+    bool,
+  )
   np.testing.assert_array_equal(pos, expected)
 
 
@@ -60,8 +68,12 @@ def _onehot(idx, dim):
 def test_perfect_embeddings_give_100_in_every_direction():
   n, d = 12, 16
   images = np.arange(n)
-  emb = {"rgb": _onehot(images, d), "ir": _onehot(images, d),
-         "text": _onehot(np.repeat(images, 2), d), "ir_text": _onehot(images, d)}
+  emb = {
+    "rgb": _onehot(images, d),
+    "ir": _onehot(images, d),
+    "text": _onehot(np.repeat(images, 2), d),
+    "ir_text": _onehot(images, d),
+  }
   caption_ids = [[2 * i, 2 * i + 1] for i in range(n)]
   pos = retrieval.caption_positives(caption_ids, [f"caption {i}" for i in range(2 * n)])
   out = retrieval.retrieval_table(emb, pos, np.eye(n, dtype=bool), KS)
@@ -73,8 +85,7 @@ def test_perfect_embeddings_give_100_in_every_direction():
 def test_deranged_texts_score_zero_r1_while_rgb_ir_stays_perfect():
   n = 12
   perm = np.roll(np.arange(n), 1)  # no fixed point: every text looks like another image
-  emb = {"rgb": _onehot(np.arange(n), n), "ir": _onehot(np.arange(n), n),
-         "text": _onehot(perm, n)}
+  emb = {"rgb": _onehot(np.arange(n), n), "ir": _onehot(np.arange(n), n), "text": _onehot(perm, n)}
   out = retrieval.retrieval_table(emb, np.eye(n, dtype=bool), None, KS)
   for d_name in ("rgb2text", "text2rgb", "ir2text", "text2ir"):
     assert out[f"{d_name}/R@1"] == 0.0
@@ -122,17 +133,20 @@ class _FakeEmbedder:
   def bind(self, ev):
     self.n, self.classes = len(ev.rgb), sorted(set(ev.labels))
     self.dim = self.n + len(self.classes)
-    self.pixels = {m: {x.tobytes(): i for i, x in reversed(list(enumerate(getattr(ev, m))))}
-                   for m in ("rgb", "ir")}
+    self.pixels = {
+      m: {x.tobytes(): i for i, x in reversed(list(enumerate(getattr(ev, m))))}
+      for m in ("rgb", "ir")
+    }
     self.class_of = [self.classes.index(c) for c in ev.labels]
     self.text_vec = {}
     for texts, ids in ((ev.captions, ev.caption_ids), (ev.ir_captions, ev.ir_caption_ids)):
       owner = [i for i, row in enumerate(ids) for _ in row]
       for t, row in enumerate(ev.tokenizer.encode(texts, ev.text_len)):
         self.text_vec.setdefault(row.tobytes(), _onehot(owner[t], self.dim))
-    for modality, prompt in zip(("rgb", "ir"), ev._prompts):
-      rows = ev.tokenizer.encode([prompt.format(retrieval.class_phrase(c))
-                                  for c in self.classes], ev.text_len)
+    for _modality, prompt in zip(("rgb", "ir"), ev._prompts):
+      rows = ev.tokenizer.encode(
+        [prompt.format(retrieval.class_phrase(c)) for c in self.classes], ev.text_len
+      )
       for c, row in enumerate(rows):
         self.text_vec[row.tobytes()] = _onehot(self.n + c, self.dim)
 
@@ -153,9 +167,15 @@ class _FakeEmbedder:
 def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dataset):
   fake = _FakeEmbedder()
   ev = retrieval.RetrievalEvaluator(
-      tiny_dataset, "test", image_size=32, text_len=16, batch_size=5,
-      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
-      embed_images=fake.embed_images, embed_texts=fake.embed_texts)
+    tiny_dataset,
+    "test",
+    image_size=32,
+    text_len=16,
+    batch_size=5,
+    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
+    embed_images=fake.embed_images,
+    embed_texts=fake.embed_texts,
+  )
   fake.bind(ev)
   assert len(ev.rgb) == 16 and len(ev.captions) >= 16 and ev.pos_irtext is not None
   assert len(fake.classes) > 1
@@ -185,17 +205,23 @@ def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dat
 
 def _cli(*flags):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  return subprocess.run([sys.executable, "-m", "fusionrs_jax.evaluators.retrieval", *flags],
-                        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+  return subprocess.run(
+    [sys.executable, "-m", "fusionrs_jax.evaluators.retrieval", *flags],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
 
 
 @pytest.mark.slow
-def test_cli_reproduces_the_trainers_final_eval_and_writes_json(tiny_siglip_run, tiny_dataset,
-                                                                tmp_path):
+def test_cli_reproduces_the_trainers_final_eval_and_writes_json(
+  tiny_siglip_run, tiny_dataset, tmp_path
+):
   _, workdir, trained = tiny_siglip_run
   out = tmp_path / "metrics.json"
-  proc = _cli(f"--checkpoint={workdir}", f"--data={tiny_dataset}", "--split=test",
-              f"--out={out}")
+  proc = _cli(f"--checkpoint={workdir}", f"--data={tiny_dataset}", "--split=test", f"--out={out}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "rgb2text" in proc.stdout and "mR (6 dirs)" in proc.stdout
   got = json.loads(out.read_text())

@@ -9,18 +9,18 @@ from fusionrs_jax.evaluators import translation as tr
 def _naive_ssim(x, y, data_range=1.0):
   """Direct transcription of Wang et al. (2004): explicit 11x11 Gaussian weights at every
   fully-inside window position, weighted sample statistics, mean of the SSIM map."""
-  g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
+  g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
   w = np.outer(g, g)
   w /= w.sum()
   c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
   vals = []
   for i in range(x.shape[0] - 10):
     for j in range(x.shape[1] - 10):
-      a, b = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+      a, b = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
       ma, mb = (w * a).sum(), (w * b).sum()
       va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
       cov = (w * (a - ma) * (b - mb)).sum()
-      vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+      vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
   return np.mean(vals)
 
 
@@ -38,7 +38,7 @@ def test_ssim_is_one_for_identical_images_and_averages_channels():
   np.testing.assert_allclose(tr.ssim(a, a), [1.0])
   b = a.copy()
   b[..., 0] = 1 - b[..., 0]
-  per_channel = [tr.ssim(a[..., c:c + 1], b[..., c:c + 1])[0] for c in range(3)]
+  per_channel = [tr.ssim(a[..., c : c + 1], b[..., c : c + 1])[0] for c in range(3)]
   np.testing.assert_allclose(tr.ssim(a, b), [np.mean(per_channel)])
   with pytest.raises(ValueError, match="at least 11"):
     tr.ssim(a[:, :8], a[:, :8])
@@ -72,11 +72,15 @@ def test_gradient_and_contrast_statistics_on_known_images():
   d = tr.distribution_distances([flat], [flat, ramp[:16, :16]])
   assert set(d) == {"intensity_w1", "gradient_w1", "contrast_w1"}
   assert tr.distribution_distances([ramp], [ramp]) == {
-      "intensity_w1": 0.0, "gradient_w1": 0.0, "contrast_w1": 0.0}
+    "intensity_w1": 0.0,
+    "gradient_w1": 0.0,
+    "contrast_w1": 0.0,
+  }
 
 
 def test_baselines_and_image_decoding_round_trip():
   import io
+
   from PIL import Image
 
   rgb = np.random.default_rng(3).integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -110,8 +114,9 @@ def test_kid_matches_naive_unbiased_mmd_and_orders_distributions():
   mean, std = tr.kid(a, b, num_subsets=1, subset_size=12)
   assert mean == pytest.approx(_naive_mmd2(a, b), rel=1e-9) and std == 0.0
   same = tr.kid(rng.normal(size=(200, 5)), rng.normal(size=(200, 5)), subset_size=50)[0]
-  shifted = tr.kid(rng.normal(size=(200, 5)), rng.normal(1.0, 1.0, size=(200, 5)),
-                   subset_size=50)[0]
+  shifted = tr.kid(rng.normal(size=(200, 5)), rng.normal(1.0, 1.0, size=(200, 5)), subset_size=50)[
+    0
+  ]
   assert abs(same) < 0.05 < shifted
   with pytest.raises(ValueError, match="at least 2"):
     tr.kid(a[:1], b)

@@ -9,9 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fusionrs_jax import decoding  # noqa: E402
-from fusionrs_jax.export import hf_paligemma  # noqa: E402
-from fusionrs_jax.models import captioner, gemma, siglip  # noqa: E402
+from fusionrs_jax.export import hf_paligemma
+from fusionrs_jax.models import (
+  captioner,
+  decoding,
+  gemma,
+  siglip,
+)
 
 V = 48
 
@@ -20,13 +24,15 @@ V = 48
 def exported(tmp_path_factory):
   llm = dict(gemma.gemma_preset("tiny"), num_heads=4, num_kv_heads=2, head_dim=8)
   model = captioner.captioner_from_presets(siglip.siglip_preset("tiny"), llm, V)
-  params = gemma.nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0),
-                                              **captioner.dummy_inputs(model)))
+  params = gemma.nn.unbox(
+    jax.jit(model.init)(jax.random.PRNGKey(0), **captioner.dummy_inputs(model))
+  )
   # Non-zero norm scales and biases so every parameter matters in the comparison.
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape)
-                                     for x, k in zip(leaves, keys)])
+  params = jax.tree.unflatten(
+    tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  )
   out = str(tmp_path_factory.mktemp("pg"))
   hf_paligemma.save_hf_paligemma(params, model, out)
   torch_model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(out).eval()
@@ -50,12 +56,12 @@ def test_logits_match_pytorch_within_1e4(exported):
   ours = jax.jit(model.apply)(params, rgb, ir, tokens, np.ones(tokens.shape, bool), mask_ar)
   inp = hf_paligemma.hf_inputs(prompt, model.num_image_tokens, V, answer)
   with torch.no_grad():
-    theirs = torch_model(input_ids=torch.from_numpy(inp["input_ids"]),
-                         token_type_ids=torch.from_numpy(inp["token_type_ids"]),
-                         pixel_values=torch.from_numpy(hf_paligemma.pixel_values(rgb, ir,
-                                                                                 "rgb_ir")),
-                         ).logits.numpy()
-  np.testing.assert_allclose(np.asarray(ours), theirs[:, model.num_image_tokens:], atol=1e-4)
+    theirs = torch_model(
+      input_ids=torch.from_numpy(inp["input_ids"]),
+      token_type_ids=torch.from_numpy(inp["token_type_ids"]),
+      pixel_values=torch.from_numpy(hf_paligemma.pixel_values(rgb, ir, "rgb_ir")),
+    ).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours), theirs[:, model.num_image_tokens :], atol=1e-4)
 
 
 def test_greedy_decoding_matches_transformers_generate(exported):
@@ -63,17 +69,28 @@ def test_greedy_decoding_matches_transformers_generate(exported):
   rgb, ir, prompt = _inputs(1)
   max_len = 6
   ours = decoding.make_decode_fn(model, decoding.DecodeConfig(max_len=max_len))(
-      params, {"rgb": jnp.asarray(rgb), "ir": jnp.asarray(ir), "prompt": jnp.asarray(prompt),
-               "prompt_mask": jnp.asarray(prompt != 0)}, None)
+    params,
+    {
+      "rgb": jnp.asarray(rgb),
+      "ir": jnp.asarray(ir),
+      "prompt": jnp.asarray(prompt),
+      "prompt_mask": jnp.asarray(prompt != 0),
+    },
+    None,
+  )
   inp = hf_paligemma.hf_inputs(prompt, model.num_image_tokens, V)
   with torch.no_grad():
     gen = torch_model.generate(
-        input_ids=torch.from_numpy(inp["input_ids"]),
-        token_type_ids=torch.from_numpy(inp["token_type_ids"]),
-        attention_mask=torch.ones(inp["input_ids"].shape, dtype=torch.long),
-        pixel_values=torch.from_numpy(hf_paligemma.pixel_values(rgb, ir, "rgb_ir")),
-        max_new_tokens=max_len, do_sample=False, pad_token_id=0, eos_token_id=1)
-  new = gen[:, inp["input_ids"].shape[1]:].numpy()
+      input_ids=torch.from_numpy(inp["input_ids"]),
+      token_type_ids=torch.from_numpy(inp["token_type_ids"]),
+      attention_mask=torch.ones(inp["input_ids"].shape, dtype=torch.long),
+      pixel_values=torch.from_numpy(hf_paligemma.pixel_values(rgb, ir, "rgb_ir")),
+      max_new_tokens=max_len,
+      do_sample=False,
+      pad_token_id=0,
+      eos_token_id=1,
+    )
+  new = gen[:, inp["input_ids"].shape[1] :].numpy()
   new = np.pad(new, ((0, 0), (0, max_len - new.shape[1])))
   np.testing.assert_array_equal(np.asarray(ours), new)
 

@@ -14,7 +14,8 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fusionrs_jax import checkpoint, input_pipeline, records
+from fusionrs_jax.core import checkpoint, records
+from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.trainers import siglip as siglip_trainer
 from tests.conftest import REPO
 
@@ -23,8 +24,14 @@ pytestmark = pytest.mark.slow
 
 def _cli(*flags):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  return subprocess.run([sys.executable, "-m", "fusionrs_jax.export.hf_siglip", *flags],
-                        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+  return subprocess.run(
+    [sys.executable, "-m", "fusionrs_jax.export.hf_siglip", *flags],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +58,21 @@ def _test_split(data_dir, n=8):
 
 def test_exported_model_gives_same_embeddings_and_logits_as_jax(run):
   config, workdir, out = run
-  assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json",
-          "preprocessor_config.json"} <= set(os.listdir(out))
+  assert {
+    "config.json",
+    "model.safetensors",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "preprocessor_config.json",
+  } <= set(os.listdir(out))
   model = siglip_trainer.build_model(config)
   params = _params_in(os.path.join(workdir, "checkpoints"))
   recs, captions = _test_split(config.data.dir)
   tok = input_pipeline.Tokenizer(os.path.join(config.data.dir, "tokenizer.model"))
   tokens = tok.encode(captions, model.text_len)
-  pre = input_pipeline.Preprocess(image_size=model.image_size, tokenizer=tok,
-                                  text_len=model.text_len, caption_fields=())
+  pre = input_pipeline.Preprocess(
+    image_size=model.image_size, tokenizer=tok, text_len=model.text_len, caption_fields=()
+  )
   images = np.stack([pre((i, records.encode(r)), None)["rgb"] for i, r in enumerate(recs)])
   ours = model.apply(params, rgb=images, text=tokens)
   logits = ours["t"] * ours["rgb"] @ ours["text"].T + ours["b"]
@@ -87,8 +100,9 @@ def test_exported_tokenizer_and_image_processor_match_the_input_pipeline(run):
   np.testing.assert_array_equal(np.asarray(got["input_ids"]), tok.encode(texts, model.text_len))
 
   processor = transformers.AutoImageProcessor.from_pretrained(out)
-  pre = input_pipeline.Preprocess(image_size=model.image_size, tokenizer=tok,
-                                  text_len=model.text_len, caption_fields=())
+  pre = input_pipeline.Preprocess(
+    image_size=model.image_size, tokenizer=tok, text_len=model.text_len, caption_fields=()
+  )
   for i, r in enumerate(recs[:3]):
     ours = pre((i, records.encode(r)), None)["rgb"]
     theirs = processor(Image.open(io.BytesIO(r.rgb)), return_tensors="np")["pixel_values"][0]

@@ -21,8 +21,9 @@ def FWD(model, params, *args):
 
 
 def _model(inputs="rgb_ir"):
-  return captioner.captioner_from_presets(siglip.siglip_preset("tiny"),
-                                          gemma.gemma_preset("tiny"), V, inputs=inputs)
+  return captioner.captioner_from_presets(
+    siglip.siglip_preset("tiny"), gemma.gemma_preset("tiny"), V, inputs=inputs
+  )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,10 @@ def model_params():
 
 def _images(seed, b=2):
   r = jax.random.split(jax.random.PRNGKey(seed))
-  return (jax.random.uniform(r[0], (b, 32, 32, 3), minval=-1, maxval=1),
-          jax.random.uniform(r[1], (b, 32, 32, 1), minval=-1, maxval=1))
+  return (
+    jax.random.uniform(r[0], (b, 32, 32, 3), minval=-1, maxval=1),
+    jax.random.uniform(r[1], (b, 32, 32, 1), minval=-1, maxval=1),
+  )
 
 
 # [BOS p p SEP | a a a EOS]: prompt = first 4 tokens.
@@ -88,8 +91,7 @@ def test_padding_inside_the_text_changes_nothing(model_params):
   padded = jnp.concatenate([TOKENS, jnp.zeros((2, 3), jnp.int32)], 1)
   valid = jnp.concatenate([VALID, jnp.zeros((2, 3), bool)], 1)
   ar = jnp.concatenate([MASK_AR, jnp.ones((2, 3), jnp.int32)], 1)
-  np.testing.assert_allclose(FWD(model, params, rgb, ir, padded, valid, ar)[:, :8], base,
-                             atol=1e-5)
+  np.testing.assert_allclose(FWD(model, params, rgb, ir, padded, valid, ar)[:, :8], base, atol=1e-5)
 
 
 def test_single_image_inputs_ignore_the_other_modality():

@@ -49,8 +49,11 @@ def test_paper_preset_matches_published_architecture():
   disc = params["disc_ir"]
   assert [disc[f"conv_{i}"]["kernel"].shape[-1] for i in range(5)] == [64, 128, 256, 512, 1]
   assert cyclegan.receptive_field(3) == 70
-  out = jax.eval_shape(lambda p, x: model.disc_ir.apply({"params": p}, x), disc,
-                       jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32))
+  out = jax.eval_shape(
+    lambda p, x: model.disc_ir.apply({"params": p}, x),
+    disc,
+    jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32),
+  )
   assert out.shape == (1, 30, 30, 1)  # the published 30x30 patch map at 256 px
 
 

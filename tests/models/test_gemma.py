@@ -34,9 +34,12 @@ def test_rms_norm_scales_by_one_plus_scale():
 def test_rope_scores_depend_only_on_relative_position():
   rng = np.random.RandomState(1)
   q, k = (jnp.asarray(rng.randn(1, 1, 1, 16), jnp.float32) for _ in range(2))
+
   def score(m, n):
-    return float(jnp.sum(gemma.apply_rope(q, jnp.array([[m]])) *
-                         gemma.apply_rope(k, jnp.array([[n]]))))
+    return float(
+      jnp.sum(gemma.apply_rope(q, jnp.array([[m]])) * gemma.apply_rope(k, jnp.array([[n]])))
+    )
+
   np.testing.assert_allclose(score(3, 1), score(10, 8), rtol=1e-4)
   np.testing.assert_allclose(score(0, 0), float(jnp.sum(q * k)), rtol=1e-5)
   assert abs(score(5, 0) - score(0, 0)) > 1e-3
@@ -46,11 +49,9 @@ def test_prefix_lm_mask_matches_hand_example():
   input_mask = jnp.array([[1, 1, 1, 1, 0]], bool)
   mask_ar = jnp.array([[0, 0, 1, 1, 1]])
   got = np.asarray(gemma.prefix_lm_mask(input_mask, mask_ar)[0]).astype(int)
-  want = np.array([[1, 1, 0, 0, 0],
-                   [1, 1, 0, 0, 0],
-                   [1, 1, 1, 0, 0],
-                   [1, 1, 1, 1, 0],
-                   [1, 1, 1, 1, 0]])
+  want = np.array(
+    [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]]
+  )
   np.testing.assert_array_equal(got, want)
 
 
@@ -75,8 +76,9 @@ def test_embedding_is_scaled_and_tied():
   table = np.asarray(gemma.nn.unbox(params)["params"]["embedder"]["input_embedding"])
   np.testing.assert_allclose(emb[0, 0], table[5] * np.sqrt(32), rtol=1e-6)
   h = jnp.ones((1, 1, 32))
-  np.testing.assert_allclose(model.apply(params, h, method=model.logits)[0, 0],
-                             table.sum(1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    model.apply(params, h, method=model.logits)[0, 0], table.sum(1), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_causal_output_ignores_future_tokens():
@@ -102,6 +104,6 @@ def test_grouped_query_cache_chunks_equal_full_sequence():
   outs = [a]
   for t in range(4, 7):
     m = jnp.broadcast_to(slots <= t, (2, 1, 10))
-    o, cache = model.apply(params, x[:, t:t + 1], pos[:, t:t + 1], m, cache, t)
+    o, cache = model.apply(params, x[:, t : t + 1], pos[:, t : t + 1], m, cache, t)
     outs.append(o)
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5)

@@ -9,98 +9,96 @@ from fusionrs_jax.models.text import TextTransformer
 from fusionrs_jax.models.vit import ViT
 
 ALLOWED_AXES = {
-    "batch",
-    "length",
-    "embed",
-    "mlp",
-    "heads",
-    "kv",
-    "vocab",
-    "patch",
-    "channels",
-    "norm",
+  "batch",
+  "length",
+  "embed",
+  "mlp",
+  "heads",
+  "kv",
+  "vocab",
+  "patch",
+  "channels",
+  "norm",
 }
 VIT = {"image_size": 32, "patch_size": 8, "width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2}
 TEXT = {
-    "vocab_size": 64,
-    "text_len": 8,
-    "width": 24,
-    "depth": 2,
-    "mlp_dim": 48,
-    "num_heads": 2,
-    "out_dim": 32,
+  "vocab_size": 64,
+  "text_len": 8,
+  "width": 24,
+  "depth": 2,
+  "mlp_dim": 48,
+  "num_heads": 2,
+  "out_dim": 32,
 }
 
 
 def _images(c, b=2, seed=0):
-    return jax.random.uniform(jax.random.key(seed), (b, 32, 32, c), minval=-1, maxval=1)
+  return jax.random.uniform(jax.random.key(seed), (b, 32, 32, c), minval=-1, maxval=1)
 
 
 def _assert_all_params_named(variables):
-    leaves = jax.tree_util.tree_leaves(
-        variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
-    )
-    assert leaves
-    for leaf in leaves:
-        assert isinstance(leaf, nn.LogicallyPartitioned), leaf
-        assert len(leaf.names) == leaf.value.ndim
-        assert set(leaf.names) <= ALLOWED_AXES, leaf.names
+  leaves = jax.tree_util.tree_leaves(
+    variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+  )
+  assert leaves
+  for leaf in leaves:
+    assert isinstance(leaf, nn.LogicallyPartitioned), leaf
+    assert len(leaf.names) == leaf.value.ndim
+    assert set(leaf.names) <= ALLOWED_AXES, leaf.names
 
 
 def test_vit_returns_pooled_and_tokens_with_named_params():
-    model = ViT(**VIT)
-    variables = model.init(jax.random.key(0), _images(3))
-    _assert_all_params_named(variables)
-    pooled, tokens = model.apply(variables, _images(3))
-    assert pooled.shape == (2, 32) and tokens.shape == (2, 16, 32)
-    assert np.all(np.isfinite(pooled))
-    # Each image is encoded independently of the rest of the batch.
-    single, _ = model.apply(variables, _images(3)[:1])
-    np.testing.assert_allclose(single, pooled[:1], atol=1e-5)
+  model = ViT(**VIT)
+  variables = model.init(jax.random.key(0), _images(3))
+  _assert_all_params_named(variables)
+  pooled, tokens = model.apply(variables, _images(3))
+  assert pooled.shape == (2, 32) and tokens.shape == (2, 16, 32)
+  assert np.all(np.isfinite(pooled))
+  # Each image is encoded independently of the rest of the batch.
+  single, _ = model.apply(variables, _images(3)[:1])
+  np.testing.assert_allclose(single, pooled[:1], atol=1e-5)
 
 
 def test_vit_one_channel_patch_embedding_and_no_head():
-    model = ViT(**VIT, num_channels=1, use_head=False)
-    variables = nn.meta.unbox(model.init(jax.random.key(0), _images(1)))
-    assert variables["params"]["patch_embedding"]["kernel"].shape == (8, 8, 1, 32)
-    assert "head" not in variables["params"]
-    pooled, tokens = model.apply(variables, _images(1))
-    assert pooled is None and tokens.shape == (2, 16, 32)
+  model = ViT(**VIT, num_channels=1, use_head=False)
+  variables = nn.meta.unbox(model.init(jax.random.key(0), _images(1)))
+  assert variables["params"]["patch_embedding"]["kernel"].shape == (8, 8, 1, 32)
+  assert "head" not in variables["params"]
+  pooled, tokens = model.apply(variables, _images(1))
+  assert pooled is None and tokens.shape == (2, 16, 32)
 
 
 def test_vit_remat_and_bfloat16_match_float32():
-    images = _images(3)
-    variables = ViT(**VIT).init(jax.random.key(1), images)
-    ref, _ = ViT(**VIT).apply(variables, images)
-    remat, _ = ViT(**VIT, remat=True).apply(variables, images)
-    np.testing.assert_allclose(remat, ref, atol=1e-6)
+  images = _images(3)
+  variables = ViT(**VIT).init(jax.random.key(1), images)
+  ref, _ = ViT(**VIT).apply(variables, images)
+  remat, _ = ViT(**VIT, remat=True).apply(variables, images)
+  np.testing.assert_allclose(remat, ref, atol=1e-6)
 
-    bf16_model = ViT(**VIT, dtype=jnp.bfloat16)
-    bf16_vars = bf16_model.init(jax.random.key(1), images)
-    # Parameters stay float32; only the compute dtype changes.
-    assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(bf16_vars))} == {
-        np.dtype(np.float32)
-    }
-    low, _ = bf16_model.apply(variables, images)
-    assert low.dtype == jnp.bfloat16
-    np.testing.assert_allclose(np.asarray(low, np.float32), ref, atol=0.1)
+  bf16_model = ViT(**VIT, dtype=jnp.bfloat16)
+  bf16_vars = bf16_model.init(jax.random.key(1), images)
+  # Parameters stay float32; only the compute dtype changes.
+  assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(bf16_vars))} == {
+    np.dtype(np.float32)
+  }
+  low, _ = bf16_model.apply(variables, images)
+  assert low.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(low, np.float32), ref, atol=0.1)
 
-    grads = jax.grad(lambda v: ViT(**VIT, remat=True).apply(v, images)[0].sum())(variables)
-    ref_grads = jax.grad(lambda v: ViT(**VIT).apply(v, images)[0].sum())(variables)
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads, ref_grads
-    )
+  grads = jax.grad(lambda v: ViT(**VIT, remat=True).apply(v, images)[0].sum())(variables)
+  ref_grads = jax.grad(lambda v: ViT(**VIT).apply(v, images)[0].sum())(variables)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads, ref_grads)
 
 
 def test_text_tower_pools_last_position_through_head():
-    model = TextTransformer(**TEXT)
-    tokens = jax.random.randint(jax.random.key(2), (3, 8), 0, 64)
-    variables = model.init(jax.random.key(0), tokens)
-    _assert_all_params_named(variables)
-    pooled, seq = model.apply(variables, tokens)
-    assert pooled.shape == (3, 32) and seq.shape == (3, 8, 24)
-    head = nn.meta.unbox(variables)["params"]["head"]
-    np.testing.assert_allclose(pooled, seq[:, -1] @ head["kernel"] + head["bias"], atol=1e-5)
-    # Attention is bidirectional: the first token still changes the last-position embedding.
-    changed = tokens.at[:, 0].set((tokens[:, 0] + 1) % 64)
-    assert not np.allclose(model.apply(variables, changed)[0], pooled)
+  model = TextTransformer(**TEXT)
+  tokens = jax.random.randint(jax.random.key(2), (3, 8), 0, 64)
+  variables = model.init(jax.random.key(0), tokens)
+  _assert_all_params_named(variables)
+  pooled, seq = model.apply(variables, tokens)
+  assert pooled.shape == (3, 32) and seq.shape == (3, 8, 24)
+  head = nn.meta.unbox(variables)["params"]["head"]
+  np.testing.assert_allclose(pooled, seq[:, -1] @ head["kernel"] + head["bias"], atol=1e-5)
+  # Attention is bidirectional: the first token still changes the last-position embedding.
+  changed = tokens.at[:, 0].set((tokens[:, 0] + 1) % 64)
+  assert not np.allclose(model.apply(variables, changed)[0], pooled)

@@ -8,7 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from fusionrs_jax import captioner_data, checkpoint, input_pipeline, main, metrics, sharding
+from fusionrs_jax.cli import main
+from fusionrs_jax.core import checkpoint, metrics, sharding
+from fusionrs_jax.data import captioner as captioner_data
+from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.trainers import captioner, common
 from tests.conftest import tiny_config
 
@@ -20,14 +23,21 @@ def test_training_rows_are_prefix_lm_with_loss_on_the_answer(tiny_dataset):
   tokens = ex["tokens"].tolist()
   assert tokens[0] == input_pipeline.BOS_ID and sep in tokens
   s = tokens.index(sep)
-  assert ex["mask_ar"][:s + 1].sum() == 0 and ex["mask_ar"][s + 1] == 1
-  assert tok.decode(np.array([tokens[s + 1:]]))[0] == "a red roof"
+  assert ex["mask_ar"][: s + 1].sum() == 0 and ex["mask_ar"][s + 1] == 1
+  assert tok.decode(np.array([tokens[s + 1 :]]))[0] == "a red roof"
   assert ex["loss_mask"].sum() == tokens.index(input_pipeline.EOS_ID) - s
   loader = captioner_data.make_train_loader(
-      tiny_dataset, "train", batch_size=8, image_size=32, seed=0,
-      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
-      task_weights={"caption": 1.0, "ir_caption": 1.0, "instruction": 1.0}, text_len=32,
-      prompt_len=12)
+    tiny_dataset,
+    "train",
+    batch_size=8,
+    image_size=32,
+    seed=0,
+    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
+    inputs="rgb_ir",
+    task_weights={"caption": 1.0, "ir_caption": 1.0, "instruction": 1.0},
+    text_len=32,
+    prompt_len=12,
+  )
   batch = next(iter(loader))
   assert batch["rgb"].shape == (8, 32, 32, 3) and batch["ir"].shape == (8, 32, 32, 1)
   assert batch["tokens"].shape == batch["mask_ar"].shape == (8, 32)
@@ -35,11 +45,19 @@ def test_training_rows_are_prefix_lm_with_loss_on_the_answer(tiny_dataset):
 
 
 def test_every_inputs_ablation_gets_the_same_tasks_only_the_prompt_names_the_images():
-  from fusionrs_jax import records
+  from fusionrs_jax.core import records
 
-  rec = records.Record(id="r", source="s", split="test", rgb=b"x", ir=b"y",
-                       ir_origin="translated", captions=["a farm"], ir_captions=["dark fields"],
-                       instructions=[{"question": "is it bright?", "answer": "no"}])
+  rec = records.Record(
+    id="r",
+    source="s",
+    split="test",
+    rgb=b"x",
+    ir=b"y",
+    ir_origin="translated",
+    captions=["a farm"],
+    ir_captions=["dark fields"],
+    instructions=[{"question": "is it bright?", "answer": "no"}],
+  )
   got = {inputs: captioner_data.candidates(rec, inputs) for inputs in ("rgb_ir", "rgb", "ir")}
   for inputs, pairs in got.items():
     assert pairs["caption"] == [(captioner_data.CAPTION_PROMPTS[inputs], "a farm")]
@@ -50,18 +68,36 @@ def test_every_inputs_ablation_gets_the_same_tasks_only_the_prompt_names_the_ima
 
 
 def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
-  config = tiny_config("captioner_dual", "size=tiny", tiny_dataset, total_steps=30,
-                       **{"optim.lr": 3e-3, "optim.warmup_steps": 1, "data.augment": False})
+  config = tiny_config(
+    "captioner_dual",
+    "size=tiny",
+    tiny_dataset,
+    total_steps=30,
+    **{"optim.lr": 3e-3, "optim.warmup_steps": 1, "data.augment": False},
+  )
   model = captioner.build_model(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
   state, shardings = common.init_state(captioner.init_fn(model), tx, 0, mesh)
   loader = captioner_data.make_train_loader(
-      tiny_dataset, "train", batch_size=16, image_size=32, seed=0,
-      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
-      task_weights=dict(config.data.task_weights), text_len=32, prompt_len=12, augment=False)
-  step = jax.jit(captioner.make_train_step(model, tx), in_shardings=(shardings, None),
-                 out_shardings=(shardings, None), donate_argnums=0)
+    tiny_dataset,
+    "train",
+    batch_size=16,
+    image_size=32,
+    seed=0,
+    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
+    inputs="rgb_ir",
+    task_weights=dict(config.data.task_weights),
+    text_len=32,
+    prompt_len=12,
+    augment=False,
+  )
+  step = jax.jit(
+    captioner.make_train_step(model, tx),
+    in_shardings=(shardings, None),
+    out_shardings=(shardings, None),
+    donate_argnums=0,
+  )
   with sharding.activate(mesh):
     batch = sharding.place_batch(next(iter(loader)), mesh)
     losses = []
@@ -72,35 +108,54 @@ def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
 
 
 def test_frozen_image_encoder_does_not_move(tiny_dataset):
-  config = tiny_config("captioner_dual", "size=tiny", tiny_dataset,
-                       **{"model.freeze_image_encoder": True})
+  config = tiny_config(
+    "captioner_dual", "size=tiny", tiny_dataset, **{"model.freeze_image_encoder": True}
+  )
   model = captioner.build_model(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
   state, _ = common.init_state(captioner.init_fn(model), tx, 0, mesh)
   before = jax.tree.map(np.asarray, state["params"])
   loader = captioner_data.make_train_loader(
-      tiny_dataset, "train", batch_size=8, image_size=32, seed=0,
-      tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"), inputs="rgb_ir",
-      task_weights=dict(config.data.task_weights), text_len=32, prompt_len=12)
+    tiny_dataset,
+    "train",
+    batch_size=8,
+    image_size=32,
+    seed=0,
+    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
+    inputs="rgb_ir",
+    task_weights=dict(config.data.task_weights),
+    text_len=32,
+    prompt_len=12,
+  )
   step = jax.jit(captioner.make_train_step(model, tx, freeze_image_encoder=True))
   with sharding.activate(mesh):
     batch = sharding.place_batch(next(iter(loader)), mesh)
     for _ in range(2):  # the first step has learning rate 0 (warmup starts at 0)
       state, _ = step(state, batch)
   after = jax.tree.map(np.asarray, state["params"])
-  for a, b in zip(jax.tree.leaves(before["params"]["img"]),
-                  jax.tree.leaves(after["params"]["img"])):
+  for a, b in zip(
+    jax.tree.leaves(before["params"]["img"]), jax.tree.leaves(after["params"]["img"])
+  ):
     np.testing.assert_array_equal(a, b)
-  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(before["params"]["llm"]),
-                                               jax.tree.leaves(after["params"]["llm"]))]
+  moved = [
+    np.abs(a - b).max()
+    for a, b in zip(
+      jax.tree.leaves(before["params"]["llm"]), jax.tree.leaves(after["params"]["llm"])
+    )
+  ]
   assert max(moved) > 0
 
 
 @pytest.mark.slow
 def test_main_two_steps_writes_metrics_samples_and_resumes_exactly(tiny_dataset, tmp_path):
-  over = {"total_steps": 2, "eval_every": 2, "checkpoint_every": 1, "batch_size": 8,
-          "async_checkpoints": False}
+  over = {
+    "total_steps": 2,
+    "eval_every": 2,
+    "checkpoint_every": 1,
+    "batch_size": 8,
+    "async_checkpoints": False,
+  }
   config = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset, **over)
   result = main.run(config, str(tmp_path / "a"))
   assert "caption/CIDEr-D" in result and "answers/exact_match" in result
@@ -111,11 +166,16 @@ def test_main_two_steps_writes_metrics_samples_and_resumes_exactly(tiny_dataset,
   assert {"prediction", "references", "prompt", "task"} <= set(json.loads(lines[0]))
   assert "base64" in (samples / "step_0000002.html").read_text()
   # Resume: 1 step, then continue to 2 == 2 straight steps (data iterator restored too).
-  config1 = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset,
-                        **{**over, "total_steps": 1, "eval_every": 100})
+  config1 = tiny_config(
+    "captioner_dual",
+    "size=tiny,runlocal=1",
+    tiny_dataset,
+    **{**over, "total_steps": 1, "eval_every": 100},
+  )
   main.run(config1, str(tmp_path / "b"))
-  config2 = tiny_config("captioner_dual", "size=tiny,runlocal=1", tiny_dataset,
-                        **{**over, "eval_every": 100})
+  config2 = tiny_config(
+    "captioner_dual", "size=tiny,runlocal=1", tiny_dataset, **{**over, "eval_every": 100}
+  )
   main.run(config2, str(tmp_path / "b"))
   (sa, a) = checkpoint.run_params(str(tmp_path / "a"))
   (sb, b) = checkpoint.run_params(str(tmp_path / "b"))

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from fusionrs_jax import checkpoint, main, metrics
+from fusionrs_jax.cli import main
+from fusionrs_jax.core import checkpoint, metrics
 from tests.conftest import REPO
 
 
@@ -34,17 +35,26 @@ def test_main_runs_tiny_preset_and_writes_metrics_checkpoint_and_table(tiny_sigl
   assert "vision_model" in params["params"]
   # A finished run resumed with the same config does no more steps.
   again = main.run(config, str(tmp_path))
-  assert len([r for r in metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
-              if "loss" in r]) == 4
+  assert len([r for r in metrics.read_jsonl(str(tmp_path / "metrics.jsonl")) if "loss" in r]) == 4
   assert again == {}
 
 
 def _cli(workdir, data_dir, steps, extra=()):
-  return [sys.executable, "-m", "fusionrs_jax.main",
-          "--config=configs/siglip_ir.py:size=tiny", f"--workdir={workdir}",
-          f"--config.data.dir={data_dir}", f"--config.total_steps={steps}",
-          "--config.checkpoint_every=2", "--config.eval_every=1000", "--config.log_every=1",
-          "--config.batch_size=16", "--config.async_checkpoints=False", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "fusionrs_jax.main",
+    "--config=configs/siglip_ir.py:size=tiny",
+    f"--workdir={workdir}",
+    f"--config.data.dir={data_dir}",
+    f"--config.total_steps={steps}",
+    "--config.checkpoint_every=2",
+    "--config.eval_every=1000",
+    "--config.log_every=1",
+    "--config.batch_size=16",
+    "--config.async_checkpoints=False",
+    *extra,
+  ]
 
 
 @pytest.mark.slow
@@ -52,12 +62,18 @@ def test_run_killed_with_sigkill_and_resumed_matches_uninterrupted_run(tiny_data
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   steps = 8
   straight = tmp_path / "straight"
-  subprocess.run(_cli(straight, tiny_dataset, steps), cwd=REPO, env=env, check=True,
-                 capture_output=True)
+  subprocess.run(
+    _cli(straight, tiny_dataset, steps), cwd=REPO, env=env, check=True, capture_output=True
+  )
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(_cli(killed, tiny_dataset, steps), cwd=REPO, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _cli(killed, tiny_dataset, steps),
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   ckpt4 = killed / "checkpoints" / "4"
   deadline = time.time() + 300
   while not ckpt4.exists() and time.time() < deadline and proc.poll() is None:
@@ -68,8 +84,9 @@ def test_run_killed_with_sigkill_and_resumed_matches_uninterrupted_run(tiny_data
   rows = metrics.read_jsonl(str(killed / "metrics.jsonl"))
   assert max(r["step"] for r in rows) < steps, "the run finished before it was killed"
 
-  subprocess.run(_cli(killed, tiny_dataset, steps), cwd=REPO, env=env, check=True,
-                 capture_output=True)
+  subprocess.run(
+    _cli(killed, tiny_dataset, steps), cwd=REPO, env=env, check=True, capture_output=True
+  )
   step_a, a = checkpoint.run_params(str(straight))
   step_b, b = checkpoint.run_params(str(killed))
   assert step_a == step_b == steps
@@ -78,9 +95,13 @@ def test_run_killed_with_sigkill_and_resumed_matches_uninterrupted_run(tiny_data
 
 
 def _error_line(args, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "fusionrs_jax.main", *args,
-                         f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
-                        text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "fusionrs_jax.main", *args, f"--workdir={tmp_path / 'w'}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
   assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -88,22 +109,29 @@ def _error_line(args, tmp_path):
 
 
 def test_unknown_trainer_is_a_one_line_error(tmp_path):
-  line = _error_line(["--config=configs/siglip_ir.py:size=tiny", "--config.trainer=nope"],
-                     tmp_path)
+  line = _error_line(["--config=configs/siglip_ir.py:size=tiny", "--config.trainer=nope"], tmp_path)
   assert "unknown trainer 'nope'" in line and "siglip" in line
 
 
 def test_missing_data_directory_is_a_one_line_error(tmp_path):
-  line = _error_line(["--config=configs/siglip_ir.py:size=tiny",
-                      f"--config.data.dir={tmp_path / 'absent'}",
-                      "--config.data.demo_world_if_missing=False"], tmp_path)
+  line = _error_line(
+    [
+      "--config=configs/siglip_ir.py:size=tiny",
+      f"--config.data.dir={tmp_path / 'absent'}",
+      "--config.data.demo_world_if_missing=False",
+    ],
+    tmp_path,
+  )
   assert "absent" in line and "data_prep.ingest" in line
 
 
-@pytest.mark.parametrize("override,expect", [
+@pytest.mark.parametrize(
+  "override,expect",
+  [
     ("--config.optim.lr=fast", "could not convert"),
     ("--config.optim.lrr=1e-3", "lrr"),
-])
+  ],
+)
 def test_malformed_override_is_a_one_line_error(tmp_path, override, expect):
   line = _error_line(["--config=configs/siglip_ir.py:size=tiny", override], tmp_path)
   assert expect in line

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import translator_cyclegan
-from fusionrs_jax import metrics, records, sharding
+from fusionrs_jax.core import metrics, records, sharding
 from fusionrs_jax.models import cyclegan
 from fusionrs_jax.trainers import translator
 
@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-  from data_prep import demo_world
+  from data_prep.demo_world import world as demo_world
 
   out = str(tmp_path_factory.mktemp("demo") / "demo_world.raw")
   demo_world.build_demo_world(out, num_train=16, num_val=4, num_test=8, image_size=32, seed=0)
@@ -55,10 +55,12 @@ def test_loader_yields_aligned_crops_in_range_and_is_deterministic(demo_dir):
 
 def test_unpaired_loader_splits_positions_between_processes(demo_dir):
   c = _config(demo_dir, **{"data.paired": False, "data.hflip": False, "data.load_size": 0})
-  a = next(translator.make_loader(c.data, local_batch=2, num_steps=1, seed=0,
-                                  shard_index=0, shard_count=2))
-  b = next(translator.make_loader(c.data, local_batch=2, num_steps=1, seed=0,
-                                  shard_index=1, shard_count=2))
+  a = next(
+    translator.make_loader(c.data, local_batch=2, num_steps=1, seed=0, shard_index=0, shard_count=2)
+  )
+  b = next(
+    translator.make_loader(c.data, local_batch=2, num_steps=1, seed=0, shard_index=1, shard_count=2)
+  )
   assert not np.array_equal(a["rgb"], b["rgb"])
 
 
@@ -69,20 +71,26 @@ def test_losses_decrease_when_overfitting_one_batch(demo_dir):
   batch = next(translator.make_loader(c.data, local_batch=8, num_steps=1, seed=0))
   mesh = sharding.make_mesh({"data": -1})
   params = model.init(jax.random.PRNGKey(0), 16)
-  state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-           "rng": jax.random.PRNGKey(1),
-           "pool_ir": translator.gl.pool_init(4, (16, 16, 1)),
-           "pool_rgb": translator.gl.pool_init(4, (16, 16, 3))}
-  step = jax.jit(lambda s, b: translator.train_step(s, b, model=model, tx=tx, loss_cfg=c.loss,
-                                                     paired=True))
+  state = {
+    "params": params,
+    "opt_state": tx.init(params),
+    "step": jnp.zeros((), jnp.int32),
+    "rng": jax.random.PRNGKey(1),
+    "pool_ir": translator.gl.pool_init(4, (16, 16, 1)),
+    "pool_rgb": translator.gl.pool_init(4, (16, 16, 3)),
+  }
+  step = jax.jit(
+    lambda s, b: translator.train_step(s, b, model=model, tx=tx, loss_cfg=c.loss, paired=True)
+  )
   placed = sharding.place_batch(batch, mesh)
   history = []
   for _ in range(40):
     state, logs = step(state, placed)
     history.append({k: float(v) for k, v in logs.items()})
   for key in ("cycle", "paired_l1", "g_total"):
-    assert np.mean([h[key] for h in history[-5:]]) < 0.7 * np.mean(
-        [h[key] for h in history[:3]]), key
+    assert np.mean([h[key] for h in history[-5:]]) < 0.7 * np.mean([h[key] for h in history[:3]]), (
+      key
+    )
   assert all(np.isfinite(h["d_loss"]) for h in history)
 
 
@@ -115,13 +123,23 @@ def test_resumed_run_matches_uninterrupted_run(demo_dir, tmp_path):
 
 @pytest.mark.slow
 def test_main_runs_two_steps_on_tiny(demo_dir, tmp_path):
-  cmd = [sys.executable, "-m", "fusionrs_jax.main",
-         "--config=configs/translator_cyclegan.py:size=tiny,runlocal=1",
-         f"--workdir={tmp_path / 'w'}", "--config.total_steps=2",
-         f"--config.data.rgb_dir={demo_dir}", f"--config.data.ir_dir={demo_dir}",
-         f"--config.eval.rgb_dir={demo_dir}", f"--config.eval.ref_ir_dir={demo_dir}"]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
+  cmd = [
+    sys.executable,
+    "-m",
+    "fusionrs_jax.main",
+    "--config=configs/translator_cyclegan.py:size=tiny,runlocal=1",
+    f"--workdir={tmp_path / 'w'}",
+    "--config.total_steps=2",
+    f"--config.data.rgb_dir={demo_dir}",
+    f"--config.data.ir_dir={demo_dir}",
+    f"--config.eval.rgb_dir={demo_dir}",
+    f"--config.eval.ref_ir_dir={demo_dir}",
+  ]
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    "JAX_PLATFORMS": "cpu",
+  }
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert os.path.isdir(tmp_path / "w" / "checkpoints" / "2")

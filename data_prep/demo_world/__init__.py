@@ -1,0 +1,1 @@
+"""The embedded default dataset: layout, thermal render and grounded captions."""

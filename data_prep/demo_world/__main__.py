@@ -1,0 +1,7 @@
+"""`python -m data_prep.demo_world --out=DIR`."""
+
+from absl import app
+
+from data_prep.demo_world import world
+
+app.run(world.main)

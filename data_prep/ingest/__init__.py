@@ -1,0 +1,1 @@
+"""Sources (Karpathy, NWPU, folder+JSONL/CSV, COCO thermal) -> ArrayRecord shards; tfds export; tokenizer."""

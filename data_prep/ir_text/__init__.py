@@ -1,0 +1,1 @@
+"""IR-aware captions and instructions from paired shards: statistics, templates, lexicon, filter, LLM backend."""

@@ -1,0 +1,1 @@
+"""Layer 6: command-line entry points (main, evaluate, aot)."""

@@ -1,0 +1,1 @@
+"""Layer 2: one grain input pipeline per task and the one image decoder."""

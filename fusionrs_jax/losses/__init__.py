@@ -1,0 +1,1 @@
+"""Layer 2: contrastive (sigmoid) and GAN losses as pure functions."""
