@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fusionrs_jax.core import distributed
-from fusionrs_jax.trainers.common import UserError
+from fusionrs_jax.core.errors import UserError
 
 # trainer name -> module with `train_and_evaluate(config, workdir) -> dict`.
 TRAINERS = {

@@ -3,10 +3,14 @@ plus the grain iterator position, so a resumed run sees the exact same batches."
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -112,6 +116,35 @@ def run_params(workdir: str, step: int | None = None) -> tuple[int, Any]:
   topology wrote it."""
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, async_save=False)
   step = ckpt.latest_step if step is None else step
+  if step is None:
+    ckpt.close()
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet")
   raw = ckpt.restore_raw(step)
   ckpt.close()
   return step, raw["params"]
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config.json a trainer wrote into its run folder."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+      f"{path} not found: not a run folder (the --workdir given to fusionrs_jax.main)"
+    )
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run(
+  workdir: str, from_config: Callable[[Any], Any], step: int | None = None
+) -> tuple[ml_collections.ConfigDict, Any, Any]:
+  """(config, model, params) of a run folder's newest (or given) checkpoint.
+
+  `from_config` is the model family's factory (`fusionrs_jax.models.from_config` picks it
+  from config.trainer); params are jax arrays on the default device, whatever topology
+  wrote them.
+  """
+  config = read_run_config(workdir)
+  model = from_config(config)
+  _, raw = run_params(workdir, step)
+  return config, model, jax.tree.map(jnp.asarray, raw)

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fusionrs_jax.models import gemma
+from fusionrs_jax.models import gemma, siglip
 from fusionrs_jax.models.siglip import _match_channels
 from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
 
@@ -148,3 +148,19 @@ def dummy_inputs(model: Captioner, batch_size: int = 1, text_len: int = 8) -> di
     "input_mask": jnp.ones((batch_size, text_len), bool),
     "mask_ar": jnp.zeros((batch_size, text_len), jnp.int32),
   }
+
+
+def from_config(config) -> Captioner:
+  """The captioner of a run config: SigLIP vision preset + Gemma preset + options."""
+  vit = siglip.siglip_preset(config.model.vision_preset)
+  if config.model.get("image_size"):
+    vit["image_size"] = config.model.image_size
+  return captioner_from_presets(
+    vit,
+    gemma.gemma_preset(config.model.llm_preset),
+    config.data.vocab_size,
+    inputs=config.model.inputs,
+    freeze_image_encoder=config.model.freeze_image_encoder,
+    remat=config.model.remat,
+    dtype=jnp.dtype(config.model.dtype),
+  )

@@ -188,3 +188,8 @@ def receptive_field(layers: int) -> int:
   for s in reversed(strides):
     rf = (rf - 1) * s + 4
   return rf
+
+
+def from_config(config) -> CycleGAN:
+  """The CycleGAN of a translator run config (config.model.size, config.model.dtype)."""
+  return build(config.model.size, jnp.dtype(config.model.dtype))

@@ -231,3 +231,19 @@ def dummy_inputs(model: SigLIP, batch_size: int = 1) -> dict:
   if model.ir_tower == "separate":
     inputs["ir"] = jnp.zeros((batch_size, s, s, model.ir_channels), jnp.float32)
   return inputs
+
+
+def from_config(config) -> SigLIP:
+  """The SigLIP of a run config: preset (config.model.preset) plus its overrides."""
+  hp = siglip_preset(config.model.preset)
+  for key in ("image_size", "text_len"):
+    if config.model.get(key):
+      hp[key] = config.model[key]
+  hp["vocab_size"] = config.data.vocab_size
+  return SigLIP(
+    **hp,
+    ir_tower=config.model.ir_tower,
+    ir_channels=config.model.ir_channels,
+    remat=config.model.remat,
+    dtype=jnp.dtype(config.model.dtype),
+  )

@@ -22,23 +22,8 @@ from fusionrs_jax.data import captioner as captioner_data
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning
 from fusionrs_jax.models import captioner as captioner_model
-from fusionrs_jax.models import decoding, gemma, siglip
+from fusionrs_jax.models import decoding
 from fusionrs_jax.trainers import common
-
-
-def build_model(config) -> captioner_model.Captioner:
-  vit = siglip.siglip_preset(config.model.vision_preset)
-  if config.model.get("image_size"):
-    vit["image_size"] = config.model.image_size
-  return captioner_model.captioner_from_presets(
-    vit,
-    gemma.gemma_preset(config.model.llm_preset),
-    config.data.vocab_size,
-    inputs=config.model.inputs,
-    freeze_image_encoder=config.model.freeze_image_encoder,
-    remat=config.model.remat,
-    dtype=jnp.dtype(config.model.dtype),
-  )
 
 
 def answer_loss(logits, batch):
@@ -141,7 +126,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup
   run = common.setup_run(config, workdir)
   data_dir = common.prepare_dataset(config.data)
-  model = build_model(config)
+  model = captioner_model.from_config(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
   loader = captioner_data.make_train_loader(

@@ -17,14 +17,7 @@ from absl import logging
 from flax import linen as nn
 
 from fusionrs_jax.core import checkpoint, metrics, records, sharding
-
-
-class UserError(Exception):
-  """A problem the user can fix (bad config, missing data); main prints it as one line."""
-
-
-class NonFiniteLossError(RuntimeError):
-  pass
+from fusionrs_jax.core.errors import NonFiniteLossError, UserError
 
 
 @dataclasses.dataclass

@@ -22,21 +22,6 @@ from fusionrs_jax.models import siglip as siglip_model
 from fusionrs_jax.trainers import common
 
 
-def build_model(config) -> siglip_model.SigLIP:
-  hp = siglip_model.siglip_preset(config.model.preset)
-  for key in ("image_size", "text_len"):
-    if config.model.get(key):
-      hp[key] = config.model[key]
-  hp["vocab_size"] = config.data.vocab_size
-  return siglip_model.SigLIP(
-    **hp,
-    ir_tower=config.model.ir_tower,
-    ir_channels=config.model.ir_channels,
-    remat=config.model.remat,
-    dtype=jnp.dtype(config.model.dtype),
-  )
-
-
 def _pair_loss(config, mesh):
   impl = config.loss.impl
   if impl == "chunked":
@@ -139,7 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup
   run = common.setup_run(config, workdir)
   data_dir = common.prepare_dataset(config.data)
-  model = build_model(config)
+  model = siglip_model.from_config(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
   loader = input_pipeline.make_train_loader(
@@ -211,7 +196,7 @@ def evaluate_workdir(
     config = ml_collections.ConfigDict(json.load(f))
   if data_dir:
     config.data.dir = data_dir
-  model = build_model(config)
+  model = siglip_model.from_config(config)
   mesh = sharding.make_mesh(dict(config.mesh))
   ckpt = checkpoint.Checkpointer(
     os.path.join(workdir, "checkpoints"), save_every=1, async_save=False

@@ -10,7 +10,6 @@ from typing import Any
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -321,7 +320,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     raise common.UserError(f"data.image_size={config.data.image_size} must divide by 4")
   ensure_demo_world(config.data)
   run = common.setup_run(config, workdir)
-  model = cyclegan.build(config.model.size, jnp.dtype(config.model.dtype))
+  model = cyclegan.from_config(config)
   tx = make_optimizer(config.optim, config.total_steps)
   state, shardings = _init(config, run, model, tx)
   loader = make_loader(
