@@ -41,6 +41,7 @@ LAZY_EXTRAS = {
   "pycocoevalcap": "coco extra",
   "tensorboardX": "only the process that writes summaries",
   "matplotlib": "figures (dev)",
+  "tensorflow_datasets": "the full tfds import takes seconds; only the tfds export needs it",
 }
 
 

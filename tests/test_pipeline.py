@@ -9,18 +9,19 @@ import pytest
 
 from fusionrs_jax.evaluators import presence
 from fusionrs_jax.pipeline import run as pipeline
+from fusionrs_jax.pipeline import stats
 
 
 def test_compare_calls_differences_inside_the_seed_noise_that():
-  assert pipeline.compare([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])["verdict"] == "holds"
-  assert pipeline.compare([1.0, 2.0, 3.0], [10.0, 11.0, 12.0])["verdict"] == "reversed"
-  close = pipeline.compare([10.0, 14.0, 12.0], [11.0, 13.0, 11.5])
+  assert stats.compare([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])["verdict"] == "holds"
+  assert stats.compare([1.0, 2.0, 3.0], [10.0, 11.0, 12.0])["verdict"] == "reversed"
+  close = stats.compare([10.0, 14.0, 12.0], [11.0, 13.0, 11.5])
   assert close["verdict"] == "within noise"
   # noise = 2 * sqrt(sa^2/n + sb^2/n) with sample std (ddof=1).
   np.testing.assert_allclose(
     close["noise"], 2 * np.sqrt(4 / 3 + np.var([11, 13, 11.5], ddof=1) / 3)
   )
-  assert "no noise estimate" in pipeline.compare([2.0], [1.0])["verdict"]
+  assert "no noise estimate" in stats.compare([2.0], [1.0])["verdict"]
 
 
 def test_roc_auc_matches_pairwise_definition():

@@ -8,6 +8,7 @@ A synthetic fixture and demo, never real data: every record says so in `meta` an
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from absl import app, flags, logging
+from PIL import Image
 
 from data_prep.demo_world import captions as captions_lib
 from data_prep.demo_world import layout as layout_lib
@@ -200,9 +202,6 @@ def build_demo_world(
 
 def contact_sheet(recs, path: str) -> None:
   """Saves a PNG with each record's RGB above its thermal image (thermal shown in gray)."""
-  import io
-
-  from PIL import Image
 
   tiles = []
   for r in recs:

@@ -13,6 +13,9 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from tfrecord.writer import TFRecordWriter
+
 from fusionrs_jax.core import records
 
 TFDS_SUBDIR = "tfds"
@@ -25,7 +28,6 @@ def write_tfrecords(array_record_paths: Sequence[str]) -> list[str]:
   The Example bytes are copied as they are (not rebuilt from a dict by the tfrecord
   writer), so both formats hold identical records and re-runs give identical files.
   """
-  from tfrecord.writer import TFRecordWriter
 
   out = []
   for path in array_record_paths:
@@ -53,7 +55,6 @@ def _write_serialized(writer, payload: bytes) -> None:
 
 def tfds_features():
   """tfds view of records.encode: images stay encoded bytes (b"" when absent)."""
-  import numpy as np
   import tensorflow_datasets as tfds
 
   text = tfds.features.Text()

@@ -12,6 +12,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
+import sentencepiece as spm
 from absl import app, flags, logging
 
 from fusionrs_jax.core import records
@@ -49,7 +50,6 @@ def train_tokenizer(
   Single-threaded with no input sampling or shuffling, so equal texts give equal bytes.
   `vocab_size` is an upper bound: tiny corpora yield fewer pieces (hard_vocab_limit off).
   """
-  import sentencepiece as spm
 
   texts = [t for t in texts if t.strip()]
   if not texts:
@@ -92,7 +92,6 @@ def train_tokenizer(
 
 def load_tokenizer(path: str):
   """The trained model as a sentencepiece.SentencePieceProcessor (ids as in training)."""
-  import sentencepiece as spm
 
   if not os.path.exists(path):
     raise FileNotFoundError(

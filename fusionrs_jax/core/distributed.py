@@ -8,6 +8,9 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+import jax
+from absl import logging
+
 MODES = ("auto", "on", "off")
 
 
@@ -131,8 +134,6 @@ def initialize(
 ) -> dict:
   """Starts the JAX distributed runtime when needed; returns {process_index, process_count,
   reason}. Must run before the first jax.devices()/computation of the process."""
-  import jax
-  from absl import logging
 
   args = resolve(mode, coordinator_address, num_processes, process_id)
   if args is None:

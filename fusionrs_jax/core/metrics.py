@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from absl import logging
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def _scalar(value: Any) -> float:
@@ -140,7 +140,6 @@ def bar_chart(
   label_width: int = 110,
 ) -> np.ndarray:
   """Horizontal bar chart of named values (e.g. R@5 per direction) as uint8 [H, W, 3]."""
-  from PIL import ImageDraw
 
   rows = list(values.items())
   height = 30 + bar_height * len(rows) + 10

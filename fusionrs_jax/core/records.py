@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from array_record.python import array_record_module
 from tensorflow_datasets.proto import tf_example_pb2
 
 SCHEMA_VERSION = 1
@@ -178,7 +180,6 @@ def temp_path(path: str) -> str:
 
 def write_array_record(path: str, payloads: Iterable[bytes]) -> int:
   """Atomically writes one ArrayRecord file (temp file + rename). Returns the count."""
-  from array_record.python import array_record_module
 
   tmp = temp_path(path)
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
@@ -195,7 +196,6 @@ def write_array_record(path: str, payloads: Iterable[bytes]) -> int:
 
 def read_array_record(path: str) -> Iterator[bytes]:
   """Yields the serialized records of one ArrayRecord file in order."""
-  from array_record.python import array_record_module
 
   reader = array_record_module.ArrayRecordReader(path)
   try:
@@ -260,7 +260,6 @@ def read_info(data_dir: str) -> dict[str, Any]:
 
 
 def _sha256(path: str) -> str:
-  import hashlib
 
   h = hashlib.sha256()
   with open(path, "rb") as f:

@@ -7,7 +7,7 @@ its scorers to 1e-9 (tested). METEOR is the real Meteor 1.5 jar through pycocoev
 otherwise the key is "METEOR-exact", an exact-match-only approximation that reads much higher
 than Meteor 1.5 and must not be compared with published METEOR. Text is lowercased and
 stripped of punctuation first.
-  python -m fusionrs_jax.evaluators.captioning --predictions=preds.jsonl [--out=scores.json]
+  python -m fusionrs_jax.cli.evaluate captioning --predictions=preds.jsonl [--out=scores.json]
 where each JSONL line is {"prediction": str, "references": [str, ...], "task": str}.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import math
 import re
 import string
@@ -274,31 +273,10 @@ class CaptioningEvaluator:
     return score_by_task(rows)
 
 
-def main(argv: Sequence[str]) -> int:
-  import argparse
-
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--predictions", required=True, help="JSONL: prediction, references, task")
-  parser.add_argument("--out", default="", help="also write the JSON scores here")
-  args = parser.parse_args(argv)
-  with open(args.predictions) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  for i, row in enumerate(rows):
-    if not isinstance(row.get("references"), list) or "prediction" not in row:
-      print(
-        f"error: {args.predictions} line {i + 1} needs 'prediction' and a 'references' list",
-        file=sys.stderr,
-      )
-      return 2
-    row.setdefault("task", "caption")
-  scores = score_by_task(rows)
-  text = json.dumps(scores, indent=2, sort_keys=True)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
-  return 0
-
-
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  import runpy
+  import sys
+
+  print("deprecated: use `python -m fusionrs_jax.cli.evaluate captioning`", file=sys.stderr)
+  sys.argv.insert(1, "captioning")
+  runpy.run_module("fusionrs_jax.cli.evaluate", run_name="__main__", alter_sys=True)

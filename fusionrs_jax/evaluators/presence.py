@@ -20,27 +20,20 @@ and two diagnostics that say whether the test can be passed at all:
                           text embedding to match
 
 Run on a finished SigLIP run folder:
-  python -m fusionrs_jax.evaluators.presence --checkpoint=workdirs/ucm_trimodal \
+  python -m fusionrs_jax.cli.evaluate presence --checkpoint=workdirs/ucm_trimodal \
     --data=data/hit_uav --split=val --out=presence.json
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import re
 from collections.abc import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from absl import logging
 from PIL import Image
 
-from fusionrs_jax.core import records, sharding
-from fusionrs_jax.data import input_pipeline
+from fusionrs_jax.core import records
 
 # Box category -> plural noun used in the prompts (HIT-UAV's categories).
 CLASSES = {"Person": "people", "Car": "cars", "Bicycle": "bicycles"}
@@ -175,83 +168,6 @@ def evaluate(
   return out
 
 
-def _batched(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-  """fn over fixed-size batches (the last padded) so it compiles once."""
-  out = []
-  for start in range(0, len(x), batch_size):
-    chunk = x[start : start + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    out.append(np.asarray(jax.device_get(fn(chunk)))[: batch_size - pad])
-  return np.concatenate(out).astype(np.float32)
-
-
-def evaluate_workdir(
-  workdir: str,
-  data_dir: str,
-  split: str = "val",
-  modality: str = "ir",
-  step: int | None = None,
-  batch_size: int = 64,
-) -> dict[str, float]:
-  """Presence metrics of a SigLIP run folder's newest (or given) checkpoint on the
-  `modality` images of `data_dir:split`."""
-  from fusionrs_jax.core import checkpoint
-  from fusionrs_jax.trainers import common, siglip
-
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  model = siglip.build_model(config)
-  mesh = sharding.make_mesh(dict(config.mesh))
-  step, raw = checkpoint.run_params(workdir, step)
-  params = jax.tree.map(jnp.asarray, raw)
-  tok = input_pipeline.Tokenizer(common.tokenizer_path(config.data))
-  pre = input_pipeline.Preprocess(
-    image_size=model.image_size,
-    tokenizer=None,
-    text_len=1,
-    modalities=(modality,),
-    caption_fields=(),
-    missing_modality="error",
-    where=f"{data_dir}:{split}",
-  )
-  recs, images = [], []
-  for i, data in enumerate(
-    d for p in records.list_shards(data_dir, split) for d in records.read_array_record(p)
-  ):
-    recs.append(records.decode(data, where=f"{data_dir}:{split} record #{i}"))
-    images.append(pre((i, data), None)[modality])
-  if not recs:
-    raise ValueError(f"{data_dir}:{split} has no records")
-  embed_images, embed_texts = siglip.make_embed_fns(model, mesh)
-  shards = sharding.num_batch_shards(mesh)
-  bs = -(-batch_size // shards) * shards
-  with sharding.activate(mesh):
-    out = evaluate(
-      lambda x: _batched(lambda c: embed_images(params, c, modality), x, bs),
-      lambda texts: _batched(
-        lambda t: embed_texts(params, t), tok.encode(texts, model.text_len), bs
-      ),
-      recs,
-      np.stack(images),
-    )
-  out["step"] = float(step)
-  names = list(CLASSES)
-  out["image_size"], out["patch_size"] = float(model.image_size), float(model.patch_size)
-  for c, px in median_box_px(recs, names, model.image_size, modality).items():
-    out[f"{c}/median_box_px"] = px
-  train_dir = config.data.dir
-  if os.path.isdir(train_dir):
-    texts = training_captions(train_dir)
-    out["train_captions"] = float(len(texts))
-    for c, n in caption_mentions(texts, names).items():
-      out[f"{c}/train_caption_mentions"] = float(n)
-  else:
-    logging.warning("training data %s not found: caption mentions not counted", train_dir)
-  return out
-
-
 def format_table(metrics: dict[str, float]) -> str:
   names = [c for c in CLASSES if f"{c}/auc" in metrics]
   cols = tuple(
@@ -276,33 +192,10 @@ def format_table(metrics: dict[str, float]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
-  from absl import flags
-
-  from fusionrs_jax.evaluators import retrieval
-
-  del argv
-  f = flags.FLAGS
-  retrieval.check_run_and_data_flags(f.checkpoint, f.data)
-  result = evaluate_workdir(f.checkpoint, f.data, f.split, f.modality)
-  print(format_table(result))
-  print(json.dumps(result, indent=1, sort_keys=True))
-  if f.out:
-    records.write_json_atomic(f.out, result)
-
-
-def _define_flags() -> None:
-  from absl import flags
-
-  flags.DEFINE_string("checkpoint", None, "Run folder of a SigLIP training run.", required=True)
-  flags.DEFINE_string("data", None, "Dataset folder whose records carry boxes.", required=True)
-  flags.DEFINE_string("split", "val", "Split to evaluate.")
-  flags.DEFINE_enum("modality", "ir", ["ir", "rgb"], "Image field to score.")
-  flags.DEFINE_string("out", None, "Also write the metrics JSON here.")
-
-
 if __name__ == "__main__":
-  from absl import app
+  import runpy
+  import sys
 
-  _define_flags()
-  app.run(main)
+  print("deprecated: use `python -m fusionrs_jax.cli.evaluate presence`", file=sys.stderr)
+  sys.argv.insert(1, "presence")
+  runpy.run_module("fusionrs_jax.cli.evaluate", run_name="__main__", alter_sys=True)

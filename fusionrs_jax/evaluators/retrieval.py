@@ -1,7 +1,7 @@
 """Six-direction RGB/IR/text retrieval (R@1/5/10 and mR) and zero-shot scene
 classification, shared by the SigLIP trainer and the standalone CLI:
 
-  python -m fusionrs_jax.evaluators.retrieval --checkpoint=workdirs/siglip_ir [--data=DIR]
+  python -m fusionrs_jax.cli.evaluate retrieval --checkpoint=workdirs/siglip_ir [--data=DIR]
       [--split=test] [--out=metrics.json]
 
 Positives: every caption of the same image, plus any caption whose normalized text equals
@@ -10,8 +10,6 @@ one of them; RGB<->IR positives are the same sample id.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Callable, Sequence
 
@@ -101,6 +99,19 @@ def class_phrase(label: str) -> str:
   return _UCM_NAMES.get(label, label.replace("_", " ").replace("-", " "))
 
 
+def batched(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """fn over fixed-size batches of x [N, ...] (the last padded by repeating its final row),
+  so a jitted fn compiles once; returns float32 [N, ...]."""
+  out = []
+  for start in range(0, len(x), batch_size):
+    chunk = x[start : start + batch_size]
+    pad = batch_size - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    out.append(np.asarray(jax.device_get(fn(chunk)))[: batch_size - pad])
+  return np.concatenate(out).astype(np.float32)
+
+
 class RetrievalEvaluator:
   """Embeds one split with given embedding functions and scores retrieval + zero-shot.
 
@@ -172,15 +183,7 @@ class RetrievalEvaluator:
     )
 
   def _batched(self, fn: Callable, x: np.ndarray) -> np.ndarray:
-    """Applies fn over fixed-size batches (padding the last) so it compiles once."""
-    out, b = [], self.batch_size
-    for start in range(0, len(x), b):
-      chunk = x[start : start + b]
-      pad = b - len(chunk)
-      if pad:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-      out.append(np.asarray(jax.device_get(fn(chunk)))[: b - pad])
-    return np.concatenate(out).astype(np.float32)
+    return batched(fn, x, self.batch_size)
 
   def _texts(self, params, texts: list[str]) -> np.ndarray:
     tokens = self.tokenizer.encode(texts, self.text_len)
@@ -218,52 +221,10 @@ def format_table(metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)) -> s
   return "\n".join(lines)
 
 
-def check_run_and_data_flags(checkpoint: str, data: str | None) -> None:
-  """UsageError unless --checkpoint is a SigLIP run folder and --data (if given) a dataset."""
-  from absl import app
-
-  if not os.path.isfile(os.path.join(checkpoint, "config.json")):
-    raise app.UsageError(
-      f"{checkpoint}/config.json not found: --checkpoint must be the run "
-      "folder of a SigLIP training run (the --workdir given to main)"
-    )
-  if data and not os.path.isfile(os.path.join(data, records.INFO_FILE)):
-    raise app.UsageError(f"--data={data} has no {records.INFO_FILE}: not a prepared dataset")
-
-
-def main(argv: Sequence[str]) -> None:
-  from absl import flags
-
-  from fusionrs_jax.trainers import siglip
-
-  del argv
-  f = flags.FLAGS
-  check_run_and_data_flags(f.checkpoint, f.data)
-  result = siglip.evaluate_workdir(f.checkpoint, split=f.split, data_dir=f.data, step=f.step)
-  print(format_table(result))
-  print(json.dumps(result, indent=1, sort_keys=True))
-  if f.out:
-    records.write_json_atomic(f.out, result)
-
-
-def _define_flags() -> None:
-  from absl import flags
-
-  flags.DEFINE_string(
-    "checkpoint",
-    None,
-    "Run folder of a SigLIP training run (config.json + checkpoints/).",
-    required=True,
-  )
-  flags.DEFINE_alias("workdir", "checkpoint")
-  flags.DEFINE_string("data", None, "Dataset folder (default: the run's config.data.dir).")
-  flags.DEFINE_string("split", "test", "Split to evaluate.")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
-  flags.DEFINE_string("out", None, "Also write the metrics JSON here.")
-
-
 if __name__ == "__main__":
-  from absl import app
+  import runpy
+  import sys
 
-  _define_flags()
-  app.run(main)
+  print("deprecated: use `python -m fusionrs_jax.cli.evaluate retrieval`", file=sys.stderr)
+  sys.argv.insert(1, "retrieval")
+  runpy.run_module("fusionrs_jax.cli.evaluate", run_name="__main__", alter_sys=True)

@@ -4,12 +4,14 @@
 `SigLIP(**siglip_preset("tiny"), ir_tower="separate", ir_channels=1)`.
 """
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fusionrs_jax.core import sharding
 from fusionrs_jax.models.text import TextTransformer
 from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
 
@@ -247,3 +249,23 @@ def from_config(config) -> SigLIP:
     remat=config.model.remat,
     dtype=jnp.dtype(config.model.dtype),
   )
+
+
+def make_embed_fns(model, mesh):
+  """Jitted (params, images, modality) and (params, tokens) embedders for evaluation."""
+  # Replicated outputs: every process can fetch the [B, D] embeddings (a batch-sharded
+  # result spans other hosts' devices and cannot be read back on a multi-host mesh).
+  out = sharding.replicated(mesh)
+
+  @functools.partial(jax.jit, static_argnums=2, out_shardings=out)
+  def embed_images(params, images, modality):
+    return model.apply(params, images, modality, method=model.embed_image)
+
+  @functools.partial(jax.jit, out_shardings=out)
+  def embed_texts(params, tokens):
+    return model.apply(params, tokens, method=model.embed_text)
+
+  def place(x):
+    return jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
+
+  return (lambda p, x, m: embed_images(p, place(x), m), lambda p, t: embed_texts(p, place(t)))

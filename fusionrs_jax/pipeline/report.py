@@ -8,6 +8,7 @@ larger than two standard errors of the difference over seeds.
 from __future__ import annotations
 
 import glob
+import io
 import os
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from fusionrs_jax.core import metrics, records
+from fusionrs_jax.pipeline import stats as pipeline
 
 CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 PRESENCE_CLASSES = ("Person", "Car", "Bicycle")
@@ -25,7 +27,6 @@ def _result(finished: dict, name: str) -> dict[str, Any]:
 
 
 def build_summary(pipe, finished: dict) -> dict[str, Any]:
-  from fusionrs_jax.pipeline import run as pipeline
 
   c = pipe.c
   seeds = pipe.seeds()
@@ -107,7 +108,6 @@ def _vals(table: dict, variant: str, key: str) -> list[float] | None:
 
 def claims(retrieval: dict, presence: dict, captioning: dict) -> list[dict[str, Any]]:
   """The four FusionRS claims as measured comparisons (a over b)."""
-  from fusionrs_jax.pipeline import run as pipeline
 
   out = []
 
@@ -239,7 +239,6 @@ def _caption_samples(pipe, name: str = "captioner_rgb_ir") -> list[dict]:
 
 def _test_images(pipe, ids: list[str], size: int = 128) -> list[tuple[np.ndarray, np.ndarray]]:
   """(RGB, IR) uint8 [size, size, 3] of the given test records, in `ids` order."""
-  import io
 
   want, found = set(ids), {}
   data_dir = pipe.dataset("ucm_ir")

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,13 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from data_prep import translate
+from data_prep.ingest import sources, tokenizer
+from data_prep.ingest import writer as ingest
+from data_prep.ir_text import captions as ir_captions
+from fusionrs_jax.cli import evaluate
 from fusionrs_jax.core import records
+from fusionrs_jax.pipeline import report as pipeline_report
 
 
 def define_flags() -> None:
@@ -62,14 +67,12 @@ def _fmt_secs(secs: float) -> str:
 
 def _load_experiment(name: str, arg: str) -> ml_collections.ConfigDict:
   """configs/<name>.py's get_config(arg), unlocked for the pipeline's overrides."""
-  import importlib
 
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """The trainer named by config.trainer, in this process (as fusionrs_jax.main runs it)."""
-  import importlib
 
   module = importlib.import_module(f"fusionrs_jax.trainers.{config.trainer}")
   return _floats(module.train_and_evaluate(config, workdir))
@@ -83,59 +86,6 @@ def _set_steps(c: ml_collections.ConfigDict, steps: int, evals: int = 2) -> None
   c.eval_every = c.checkpoint_every = every
   if "sample_every" in c and c.sample_every:
     c.sample_every = every
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-  x = np.asarray(values, np.float64)
-  return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
-
-
-def compare(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-  """Is mean(a) above mean(b) beyond seed noise? The noise is two standard errors of the
-  difference of means; with one value per side there is no noise estimate."""
-  (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-  diff = ma - mb
-  if len(a) < 2 or len(b) < 2:
-    return {
-      "diff": diff,
-      "noise": None,
-      "verdict": "higher (1 seed, no noise estimate)"
-      if diff > 0
-      else "not higher (1 seed, no noise estimate)",
-    }
-  noise = 2.0 * float(np.sqrt(sa**2 / len(a) + sb**2 / len(b)))
-  if diff > noise:
-    verdict = "holds"
-  elif diff < -noise:
-    verdict = "reversed"
-  else:
-    verdict = "within noise"
-  return {"diff": diff, "noise": noise, "verdict": verdict}
-
-
-# Retrieval summaries: mean of R@1/5/10 over the listed directions.
-RETRIEVAL_GROUPS = {
-  "mR": None,  # the trainer's own six-direction mean
-  "IR->text": ("ir2text",),
-  "text->IR": ("text2ir",),
-  "RGB->text": ("rgb2text",),
-  "text->RGB": ("text2rgb",),
-  "RGB<->IR": ("rgb2ir", "ir2rgb"),
-  "IR<->IR-aware": ("ir2irtext", "irtext2ir"),
-}
-
-
-def retrieval_summary(
-  metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)
-) -> dict[str, float]:
-  out = {}
-  for name, dirs in RETRIEVAL_GROUPS.items():
-    if dirs is None:
-      out[name] = float(metrics["mR"])
-    else:
-      out[name] = float(np.mean([metrics[f"{d}/R@{k}"] for d in dirs for k in ks]))
-  return out
 
 
 class Pipeline:
@@ -195,8 +145,6 @@ class Pipeline:
     return s
 
   def ingest_ucm(self) -> dict:
-    from data_prep.ingest import sources
-    from data_prep.ingest import writer as ingest
 
     js = os.path.join(self.c.ucm_dir, self.c.ucm_json)
     images = os.path.join(self.c.ucm_dir, "images")
@@ -219,8 +167,6 @@ class Pipeline:
     )
 
   def ingest_hit_uav(self) -> dict:
-    from data_prep.ingest import sources
-    from data_prep.ingest import writer as ingest
 
     ann = [os.path.join(self.c.hit_uav_dir, "annotations", f"{s}.json") for s in ("train", "val")]
     for p in ann:
@@ -251,7 +197,6 @@ class Pipeline:
     return train(c, self.workdir("translator"))
 
   def translate(self) -> dict:
-    from data_prep import translate
 
     return translate.translate_folder(
       self.dataset("ucm"),
@@ -261,7 +206,6 @@ class Pipeline:
     )
 
   def ir_captions(self) -> dict:
-    from data_prep.ir_text import captions as ir_captions
 
     return ir_captions.annotate_folder(
       self.dataset("ucm_paired"),
@@ -272,7 +216,6 @@ class Pipeline:
     )
 
   def tokenizer(self) -> dict:
-    from data_prep.ingest import tokenizer
 
     texts = tokenizer.train_texts([self.dataset("ucm_ir")])
     path = tokenizer.train_tokenizer(
@@ -290,9 +233,7 @@ class Pipeline:
     return train(c, self.workdir(self.siglip_name(variant, seed)))
 
   def presence(self, siglip_run: str) -> dict:
-    from fusionrs_jax.evaluators import presence
-
-    return presence.evaluate_workdir(
+    return evaluate.presence_of_run(
       self.workdir(siglip_run), self.dataset("hit_uav"), self.c.presence_split
     )
 
@@ -356,7 +297,6 @@ class Pipeline:
       records.write_json_atomic(self.marker(stage.name), entry)
       finished[stage.name] = entry
       echo(f"[{i}/{total}] {stage.name}: done in {_fmt_secs(seconds)}")
-    from fusionrs_jax.pipeline import report as pipeline_report
 
     pipeline_report.write(self, finished)
     echo(
@@ -390,27 +330,6 @@ def _jsonable(x: Any) -> Any:
   if isinstance(x, (str, int, float, bool)) or x is None:
     return x
   return str(x)
-
-
-def environment() -> dict[str, Any]:
-  """Where and on what the report was produced."""
-  import jax
-
-  try:
-    commit = subprocess.run(
-      ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    commit = "unknown"
-  return {
-    "commit": commit,
-    "python": sys.version.split()[0],
-    "jax": jax.__version__,
-    "backend": jax.default_backend(),
-    "devices": jax.device_count(),
-    "cpus": os.cpu_count(),
-    "machine": platform.machine(),
-  }
 
 
 def main(argv):

@@ -17,7 +17,7 @@ import optax
 from absl import logging
 from PIL import Image
 
-from fusionrs_jax.core import metrics, sharding
+from fusionrs_jax.core import checkpoint, metrics, sharding
 from fusionrs_jax.data import captioner as captioner_data
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning
@@ -62,8 +62,6 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False):
 
 def init_image_encoder(path: str, state: dict, shardings: dict) -> dict:
   """Copies the RGB vision tower of a SigLIP run's Orbax checkpoint into params/img."""
-  from fusionrs_jax.core import checkpoint
-
   ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
   raw = ckpt.restore_raw()
   ckpt.close()

@@ -15,7 +15,11 @@ import numpy as np
 import optax
 from absl import logging
 from flax import linen as nn
+from jax.experimental import multihost_utils
 
+from data_prep.demo_world import world as demo_world
+from data_prep.ingest import tokenizer
+from data_prep.ir_text import captions as ir_captions
 from fusionrs_jax.core import checkpoint, metrics, records, sharding
 from fusionrs_jax.core.errors import NonFiniteLossError, UserError
 
@@ -115,8 +119,6 @@ def tokenizer_path(data_config) -> str:
 
 def build_demo_dataset(data_dir: str, data_config) -> None:
   """Demo world + IR-aware captions + tokenizer, only on process 0; others wait."""
-  from data_prep.demo_world import world as demo_world
-  from data_prep.ir_text import captions as ir_captions
 
   if jax.process_index() == 0:
     logging.info("%s is empty: building the demo world there (synthetic data)", data_dir)
@@ -134,7 +136,6 @@ def build_demo_dataset(data_dir: str, data_config) -> None:
 
 
 def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
-  from data_prep.ingest import tokenizer
 
   if jax.process_index() == 0:
     tokenizer.train_tokenizer(tokenizer.train_texts([data_dir]), path, vocab_size=vocab_size)
@@ -143,8 +144,6 @@ def _train_tokenizer(data_dir: str, path: str, vocab_size: int) -> None:
 
 def sync_hosts(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
     multihost_utils.sync_global_devices(name)
 
 

@@ -4,13 +4,10 @@ six-direction retrieval evaluation, checkpoints and resume."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import optax
 from absl import logging
 
@@ -59,28 +56,8 @@ def make_train_step(model, tx, config, mesh):
   return train_step
 
 
-def make_embed_fns(model, mesh):
-  """Jitted (params, images, modality) and (params, tokens) embedders for evaluation."""
-  # Replicated outputs: every process can fetch the [B, D] embeddings (a batch-sharded
-  # result spans other hosts' devices and cannot be read back on a multi-host mesh).
-  out = sharding.replicated(mesh)
-
-  @functools.partial(jax.jit, static_argnums=2, out_shardings=out)
-  def embed_images(params, images, modality):
-    return model.apply(params, images, modality, method=model.embed_image)
-
-  @functools.partial(jax.jit, out_shardings=out)
-  def embed_texts(params, tokens):
-    return model.apply(params, tokens, method=model.embed_text)
-
-  def place(x):
-    return jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
-
-  return (lambda p, x, m: embed_images(p, place(x), m), lambda p, t: embed_texts(p, place(t)))
-
-
 def make_evaluator(config, model, mesh, data_dir: str, split: str):
-  embed_images, embed_texts = make_embed_fns(model, mesh)
+  embed_images, embed_texts = siglip_model.make_embed_fns(model, mesh)
   eval_batch = config.eval.batch_size
   shards = sharding.num_batch_shards(mesh)
   eval_batch = -(-eval_batch // shards) * shards
@@ -184,26 +161,3 @@ def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]
   run.writer.write_image(step, "retrieval_R5", plot)
   logging.info("eval step %d: mR %.2f", step, result["mR"])
   return result
-
-
-def evaluate_workdir(
-  workdir: str, split: str = "test", data_dir: str | None = None, step: int | None = None
-) -> dict[str, float]:
-  """Standalone evaluation of a finished/ongoing run folder (used by the CLI)."""
-  from fusionrs_jax.core import checkpoint
-
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if data_dir:
-    config.data.dir = data_dir
-  model = siglip_model.from_config(config)
-  mesh = sharding.make_mesh(dict(config.mesh))
-  ckpt = checkpoint.Checkpointer(
-    os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
-  )
-  raw = ckpt.restore_raw(step)
-  ckpt.close()
-  params = jax.tree.map(jnp.asarray, raw["params"])
-  evaluator = make_evaluator(config, model, mesh, config.data.dir, split)
-  with sharding.activate(mesh):
-    return evaluator.run(params)

@@ -1,6 +1,5 @@
 """Caption metrics against hand-computed cases and known properties; the JSON CLI."""
 
-import json
 import math
 
 import pytest
@@ -94,12 +93,3 @@ def test_score_by_task_splits_captions_and_answers():
   assert s["caption/BLEU-1"] == pytest.approx(1.0)
   assert s["object_presence/exact_match"] == 1.0
   assert s["answers/exact_match"] == 0.5
-
-
-def test_cli_prints_json(tmp_path, capsys):
-  path = tmp_path / "p.jsonl"
-  path.write_text(json.dumps({"prediction": "a red roof", "references": ["a red roof"]}) + "\n")
-  assert cap.main([f"--predictions={path}", f"--out={tmp_path / 's.json'}"]) == 0
-  printed = json.loads(capsys.readouterr().out)
-  assert printed["caption/ROUGE-L"] == pytest.approx(1.0)
-  assert json.loads((tmp_path / "s.json").read_text()) == printed

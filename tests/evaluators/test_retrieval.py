@@ -206,7 +206,7 @@ def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dat
 def _cli(*flags):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   return subprocess.run(
-    [sys.executable, "-m", "fusionrs_jax.evaluators.retrieval", *flags],
+    [sys.executable, "-m", "fusionrs_jax.cli.evaluate", "retrieval", *flags],
     cwd=REPO,
     env=env,
     capture_output=True,
@@ -233,5 +233,8 @@ def test_cli_reproduces_the_trainers_final_eval_and_writes_json(
 @pytest.mark.slow
 def test_cli_names_a_folder_that_is_not_a_run(tmp_path):
   proc = _cli(f"--checkpoint={tmp_path}")
-  assert proc.returncode != 0
-  assert "config.json not found" in proc.stderr and "Traceback" not in proc.stderr
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+    f"error: --checkpoint={tmp_path}: no config.json there; it must be the run folder of a "
+    "SigLIP training run (the --workdir given to fusionrs_jax.main)"
+  ]

@@ -12,6 +12,7 @@ from fusionrs_jax.cli import main
 from fusionrs_jax.core import checkpoint, metrics, sharding
 from fusionrs_jax.data import captioner as captioner_data
 from fusionrs_jax.data import input_pipeline
+from fusionrs_jax.models import captioner as captioner_model
 from fusionrs_jax.trainers import captioner, common
 from tests.conftest import tiny_config
 
@@ -75,7 +76,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
     total_steps=30,
     **{"optim.lr": 3e-3, "optim.warmup_steps": 1, "data.augment": False},
   )
-  model = captioner.build_model(config)
+  model = captioner_model.from_config(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
   state, shardings = common.init_state(captioner.init_fn(model), tx, 0, mesh)
@@ -111,7 +112,7 @@ def test_frozen_image_encoder_does_not_move(tiny_dataset):
   config = tiny_config(
     "captioner_dual", "size=tiny", tiny_dataset, **{"model.freeze_image_encoder": True}
   )
-  model = captioner.build_model(config)
+  model = captioner_model.from_config(config)
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
   state, _ = common.init_state(captioner.init_fn(model), tx, 0, mesh)
