@@ -212,15 +212,18 @@ def contact_sheet(recs, path: str) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Output folder for shards and dataset_info.json.")
-flags.DEFINE_integer("num_train", 1000, "Train samples.")
-flags.DEFINE_integer("num_val", 100, "Validation samples.")
-flags.DEFINE_integer("num_test", 100, "Test samples.")
-flags.DEFINE_integer("image_size", 64, f"Square image side in pixels ({MIN_SIZE}..{MAX_SIZE}).")
-flags.DEFINE_integer("seed", 0, "Dataset seed.")
-flags.DEFINE_integer("records_per_shard", 1000, "Records per ArrayRecord shard.")
-flags.DEFINE_bool("force", False, "Rebuild even when --out already holds this build.")
-flags.DEFINE_string("sheet", None, "Optional PNG path: contact sheet of 8 train samples.")
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("out", None, "Output folder for shards and dataset_info.json.")
+  flags.DEFINE_integer("num_train", 1000, "Train samples.")
+  flags.DEFINE_integer("num_val", 100, "Validation samples.")
+  flags.DEFINE_integer("num_test", 100, "Test samples.")
+  flags.DEFINE_integer("image_size", 64, f"Square image side in pixels ({MIN_SIZE}..{MAX_SIZE}).")
+  flags.DEFINE_integer("seed", 0, "Dataset seed.")
+  flags.DEFINE_integer("records_per_shard", 1000, "Records per ArrayRecord shard.")
+  flags.DEFINE_bool("force", False, "Rebuild even when --out already holds this build.")
+  flags.DEFINE_string("sheet", None, "Optional PNG path: contact sheet of 8 train samples.")
 
 
 def main(argv) -> None:
@@ -249,4 +252,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

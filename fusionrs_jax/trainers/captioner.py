@@ -120,6 +120,33 @@ def init_fn(model):
   return lambda rng: model.init(rng, **captioner_model.dummy_inputs(model))
 
 
+def batch_fields(config, model) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """Per-example fields of the captioner input pipeline's batches: name -> (shape, dtype)."""
+  size, length = model.vision_hp["image_size"], config.data.text_len
+  fields: dict[str, tuple[tuple[int, ...], Any]] = {"index": ((), jnp.int32)}
+  for m in input_pipeline.MODALITIES:
+    fields[m] = ((size, size, 3 if m == "rgb" else 1), jnp.float32)
+    fields[f"has_{m}"] = ((), jnp.bool_)
+  fields.update(
+    tokens=((length,), jnp.int32),
+    mask_ar=((length,), jnp.int32),
+    input_mask=((length,), jnp.bool_),
+    loss_mask=((length,), jnp.bool_),
+    task=((), jnp.int32),
+  )
+  return fields
+
+
+def step_program(config, mesh) -> common.StepProgram:
+  """The jitted train step of `config` on `mesh` with abstract state and global batch."""
+  model = captioner_model.from_config(config)
+  tx = common.make_optimizer(config.optim, config.total_steps)
+  state, shardings = common.abstract_state(init_fn(model), tx, mesh)
+  step = common.jit_step(make_train_step(model, tx, config.model.freeze_image_encoder), shardings)
+  batch = common.batch_struct(mesh, config.batch_size, batch_fields(config, model))
+  return common.StepProgram(model, step, state, batch)
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup
   run = common.setup_run(config, workdir)
@@ -146,11 +173,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if step == 0 and config.model.image_encoder_init:
     state = init_image_encoder(config.model.image_encoder_init, state, shardings)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
-  train_step = jax.jit(
-    make_train_step(model, tx, config.model.freeze_image_encoder),
-    in_shardings=(shardings, None),
-    out_shardings=(shardings, None),
-    donate_argnums=0,
+  train_step = common.jit_step(
+    make_train_step(model, tx, config.model.freeze_image_encoder), shardings
   )
   progress = metrics.Progress(config.total_steps, start=step)
   result: dict[str, Any] = {}

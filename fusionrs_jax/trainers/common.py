@@ -197,6 +197,61 @@ def init_state(
   return state, shardings
 
 
+def abstract_state(
+  init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation, mesh
+) -> tuple[dict, Any]:
+  """What `init_state` builds, as ShapeDtypeStructs carrying their shardings (nothing is
+  allocated): for ahead-of-time compilation and memory checks. Returns (state, shardings)."""
+  boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  param_sh = sharding.param_shardings(boxed, mesh)
+  params = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), param_sh
+  )
+  opt_sh = optimizer_shardings(tx, params, mesh)
+  opt_state = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    jax.eval_shape(tx.init, params),
+    opt_sh,
+  )
+  repl = sharding.replicated(mesh)
+  key = jax.eval_shape(jax.random.PRNGKey, 0)
+  state = {
+    "params": params,
+    "opt_state": opt_state,
+    "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+    "rng": jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl),
+  }
+  return state, jax.tree.map(lambda x: x.sharding, state)
+
+
+@dataclasses.dataclass
+class StepProgram:
+  """A trainer's jitted train step with abstract arguments: `step.lower(state, batch)`
+  compiles exactly what the training loop runs (see fusionrs_jax.cli.aot)."""
+
+  model: Any
+  step: Any  # jax.jit-wrapped (state, batch) -> (state, metrics), state donated
+  state: dict  # ShapeDtypeStructs with shardings
+  batch: dict  # global batch, ShapeDtypeStructs with the batch sharding
+
+
+def jit_step(fn: Callable, shardings: Any) -> Any:
+  """The train step as every trainer jits it: state in/out with its shardings, donated."""
+  return jax.jit(
+    fn, in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=0
+  )
+
+
+def batch_struct(mesh, global_batch: int, fields: dict[str, tuple[tuple[int, ...], Any]]) -> dict:
+  """{name: ShapeDtypeStruct([global_batch, *shape], dtype)} sharded as place_batch shards."""
+  return {
+    k: jax.ShapeDtypeStruct(
+      (global_batch, *shape), dtype, sharding=sharding.batch_sharding(mesh, 1 + len(shape))
+    )
+    for k, (shape, dtype) in fields.items()
+  }
+
+
 def _path_names(path) -> tuple:
   """A pytree key path as plain names: dict keys, attribute names, sequence indices."""
   out = []

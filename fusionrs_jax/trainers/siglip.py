@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from absl import logging
 
@@ -97,6 +98,30 @@ def _maybe_init_from(config, model, state, shardings):
   return {**state, "params": params}
 
 
+def batch_fields(config, model) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """Per-example fields of the input pipeline's batches: name -> (shape, dtype)."""
+  size, length = model.image_size, model.text_len
+  fields: dict[str, tuple[tuple[int, ...], Any]] = {"index": ((), jnp.int32)}
+  if "captions" in config.data.caption_fields:
+    fields.update(tokens=((length,), jnp.int32), has_caption=((), jnp.bool_))
+  if "ir_captions" in config.data.caption_fields:
+    fields.update(ir_tokens=((length,), jnp.int32), has_ir_caption=((), jnp.bool_))
+  for m in config.data.modalities:
+    fields[m] = ((size, size, 3 if m == "rgb" else 1), jnp.float32)
+    fields[f"has_{m}"] = ((), jnp.bool_)
+  return fields
+
+
+def step_program(config, mesh) -> common.StepProgram:
+  """The jitted train step of `config` on `mesh` with abstract state and global batch."""
+  model = siglip_model.from_config(config)
+  tx = common.make_optimizer(config.optim, config.total_steps)
+  state, shardings = common.abstract_state(init_fn(model), tx, mesh)
+  step = common.jit_step(make_train_step(model, tx, config, mesh), shardings)
+  batch = common.batch_struct(mesh, config.batch_size, batch_fields(config, model))
+  return common.StepProgram(model, step, state, batch)
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup
   run = common.setup_run(config, workdir)
@@ -124,12 +149,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     state = _maybe_init_from(config, model, state, shardings)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
 
-  train_step = jax.jit(
-    make_train_step(model, tx, config, run.mesh),
-    in_shardings=(shardings, None),
-    out_shardings=(shardings, None),
-    donate_argnums=0,
-  )
+  train_step = common.jit_step(make_train_step(model, tx, config, run.mesh), shardings)
   progress = metrics.Progress(config.total_steps, start=step)
   result: dict[str, Any] = {}
 
