@@ -79,13 +79,19 @@ def dataset_config(vocab_size: int) -> ml_collections.ConfigDict:
 
 
 def adamw_config(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
-  """The `config.optim` fields read by trainers.common.make_optimizer (AdamW, linear
-  warmup then cosine decay to lr * end_lr_frac, global-norm clipping)."""
+  """The `config.optim` fields read by trainers.common.make_optimizer (Adam with decoupled
+  weight decay on weight matrices, linear warmup then cosine decay to lr * end_lr_frac,
+  global-norm clipping)."""
   o = ml_collections.ConfigDict()
   o.lr = lr
   o.warmup_steps = warmup_steps
   o.end_lr_frac = 0.0
+  # Decoupled weight decay (big_vision's `wd`): each step a weight matrix shrinks by
+  # weight_decay * (lr(t) / lr), i.e. this fraction at the peak learning rate, whatever the
+  # learning rate; biases, norms, embeddings, t and b never decay.
   o.weight_decay = 1e-4
+  # Adam's first-moment dtype: float32, or bfloat16 to halve it on pods.
+  o.mu_dtype = "float32"
   o.b1 = 0.9
   o.b2 = 0.95
   # 0 = no clipping.

@@ -152,18 +152,53 @@ def sync_hosts(name: str) -> None:
 # ----------------------------------------------------------------------------
 
 
-def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup + cosine decay, global-norm clipping, grad accumulation."""
-  schedule = optax.warmup_cosine_decay_schedule(
+# Leaf names of weight matrices: Dense/Conv kernels and Gemma's einsum / linear weights.
+# Only these are weight-decayed (big_vision's default wd mask is `.*/kernel$`); biases, norm
+# scales, embeddings, position embeddings, the MAP probe and SigLIP's t and b are not.
+DECAYED_LEAVES = ("kernel", "w", "gating_einsum", "linear")
+
+
+def decay_mask(params: Any) -> Any:
+  """Pytree of bools: True on the weight matrices that weight decay applies to."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: bool(path) and _path_names(path)[-1] in DECAYED_LEAVES, params
+  )
+
+
+def lr_schedule(optim, total_steps: int) -> optax.Schedule:
+  """Linear warmup to optim.lr, then cosine decay to optim.lr * optim.end_lr_frac."""
+  return optax.warmup_cosine_decay_schedule(
     init_value=0.0,
     peak_value=optim.lr,
     warmup_steps=optim.warmup_steps,
     decay_steps=max(total_steps, optim.warmup_steps + 1),
     end_value=optim.lr * optim.end_lr_frac,
   )
+
+
+def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
+  """Adam with the learning-rate schedule, global-norm clipping, gradient accumulation, and
+  weight decay decoupled from the learning rate (as big_vision's `wd`).
+
+  Per step a decayed weight w moves by -lr(t) * adam(g) - wd * s(t) * w, where
+  s(t) = lr(t) / optim.lr is the schedule's multiplier in [0, 1]: `optim.weight_decay` is a
+  per-step fraction at peak, not multiplied by the learning rate (optax.adamw would give
+  lr * wd, ~1e-7 per step at lr=1e-3, wd=1e-4), and only weight matrices decay
+  (DECAYED_LEAVES). optim.mu_dtype stores Adam's first moment in another dtype (bfloat16
+  halves it); the second moment stays in the params' dtype (float32).
+  """
+  schedule = lr_schedule(optim, total_steps)
+  peak = optim.lr if optim.lr > 0 else 1.0
+  mu_dtype = optim.get("mu_dtype", "float32")
   tx = optax.chain(
     optax.clip_by_global_norm(optim.grad_clip) if optim.grad_clip > 0 else optax.identity(),
-    optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay),
+    optax.scale_by_adam(b1=optim.b1, b2=optim.b2, mu_dtype=jnp.dtype(mu_dtype)),
+    optax.scale_by_learning_rate(schedule),
+    optax.add_decayed_weights(
+      lambda step: -optim.weight_decay * schedule(step) / peak, mask=decay_mask
+    )
+    if optim.weight_decay
+    else optax.identity(),
   )
   if optim.accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=optim.accum_steps)
