@@ -19,6 +19,8 @@ import os
 os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compile-only use of libtpu: several such processes (tests, a sweep) may run at once.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import json
 import math
@@ -198,14 +200,14 @@ def main(argv) -> None:
 
 def entry():
   try:
-    flags.FLAGS(sys.argv)
+    remaining = flags.FLAGS(sys.argv)
     if flags.FLAGS.config is None:
       raise ValueError("--config is required, e.g. --config=configs/siglip_ir.py:size=B16")
     flags.FLAGS.config.get("trainer")
   except Exception as e:
     print(f"error: {' '.join(str(e).split())[:300]}", file=sys.stderr)
     sys.exit(2)
-  app.run(main, argv=sys.argv, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+  app.run(main, argv=sys.argv, flags_parser=lambda _: remaining)
 
 
 if __name__ == "__main__":
