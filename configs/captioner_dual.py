@@ -60,6 +60,12 @@ def get_config(arg=None):
   # RGB vision tower initialises the image encoder ("" = random init).
   c.model.image_encoder_init = ""
   c.model.remat = False
+  # What remat keeps from the forward pass: a `jax.checkpoint_policies` name, e.g.
+  # nothing_saveable (plain remat), dots_saveable, dots_with_no_batch_dims_saveable.
+  c.model.remat_policy = "nothing_saveable"
+  # nn.scan over the transformer layers: one compiled layer, params stacked under `layers`
+  # (fusionrs_jax/models/scan.py converts checkpoints between the two layouts).
+  c.model.scan_layers = False
   # Compute dtype: float32 or bfloat16 (params and optimizer state stay float32).
   c.model.dtype = "float32"
 
@@ -80,6 +86,12 @@ def get_config(arg=None):
   # Rows shown on the HTML sample page.
   c.eval.html_rows = 24
 
+  if arg.size == "paligemma_3b":
+    # Pod recipe (checked by `python -m fusionrs_jax.cli.aot`, see README "Scale-out"):
+    # FSDP over every chip, bf16 compute with float32 params and Adam moments, remat.
+    c.mesh.data, c.mesh.fsdp = 1, -1
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16

@@ -74,6 +74,12 @@ def get_config(arg=None):
   c.model.ir_tower = "shared"
   c.model.ir_channels = 1
   c.model.remat = False
+  # What remat keeps from the forward pass: a `jax.checkpoint_policies` name, e.g.
+  # nothing_saveable (plain remat), dots_saveable, dots_with_no_batch_dims_saveable.
+  c.model.remat_policy = "nothing_saveable"
+  # nn.scan over the transformer layers: one compiled layer, params stacked under `layers`
+  # (fusionrs_jax/models/scan.py converts checkpoints between the two layouts).
+  c.model.scan_layers = False
   # Compute dtype: "float32" or "bfloat16" (params and optimizer state stay float32).
   c.model.dtype = "float32"
   # Overrides of preset fields (e.g. image_size) go here: --config.model.image_size=64.
@@ -101,6 +107,10 @@ def get_config(arg=None):
     # FSDP: params and Adam moments of ViT-B and larger are sharded over every chip; the
     # batch is still split over all of them (data x fsdp).
     c.mesh.data, c.mesh.fsdp = 1, -1
+    # Pod recipe (checked by `python -m fusionrs_jax.cli.aot`, see README "Scale-out"):
+    # bf16 compute with float32 params and Adam moments, blocks rematerialised.
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16
