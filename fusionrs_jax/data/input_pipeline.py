@@ -9,7 +9,6 @@ Eval: `make_eval_batches(...)` -> one ordered, padded pass with a `mask` per exa
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
 import sys
@@ -17,10 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import grain
+import jax
 import numpy as np
-from PIL import Image
+import sentencepiece as spm
+from absl import flags
 
 from fusionrs_jax.core import records
+from fusionrs_jax.data import images
 
 # Gemma convention; the tokenizer trainer (data_prep.tokenizer) must use the same ids.
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
@@ -60,8 +62,6 @@ class Tokenizer:
   @property
   def processor(self):
     if self._sp is None:
-      import sentencepiece as spm
-
       self._sp = spm.SentencePieceProcessor(model_file=self.path)
     return self._sp
 
@@ -131,31 +131,6 @@ def _crop_box(
   return (0.0, 0.0, 1.0, 1.0)
 
 
-def _open(data: bytes, mode: str) -> Image.Image:
-  img = Image.open(io.BytesIO(data))
-  if mode == "L" and img.mode in ("I;16", "I;16B", "I", "F"):
-    # 16-bit radiometric thermal: map the full integer range onto [0, 255] floats.
-    arr = np.asarray(img, np.float32)
-    top = 65535.0 if img.mode.startswith("I") else max(float(arr.max()), 1.0)
-    return Image.fromarray(arr * (255.0 / top), mode="F")
-  return img
-
-
-def _resize(
-  img: Image.Image, mode: str, size: int, box: tuple[float, float, float, float]
-) -> np.ndarray:
-  """Crops `box` (fractions) and resizes to [size, size(, 3)] float32 in [0, 255]."""
-  fw, fh = box[2] - box[0], box[3] - box[1]
-  if img.format == "JPEG":
-    # Decode at 1/2, 1/4, 1/8 scale when the crop still keeps >= size pixels.
-    img.draft(mode, (math.ceil(size / fw), math.ceil(size / fh)))
-  if img.mode != mode and img.mode != "F":
-    img = img.convert(mode)
-  w, h = img.size
-  pixels = (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
-  return np.asarray(img.resize((size, size), Image.BILINEAR, box=pixels), np.float32)
-
-
 @dataclasses.dataclass
 class Preprocess:
   """(global index, serialized record) -> one example dict of numpy arrays (see module doc).
@@ -214,8 +189,9 @@ class Preprocess:
         f"{'/'.join(missing)} image; use missing_modality='zeros' to train on it "
         f"with a has_{missing[0]}=False mask, or drop {missing} from modalities"
       )
-    opened = {m: _open(b, "RGB" if m == "rgb" else "L") for m, b in present.items()}
-    box, hflip, vflip, k = (0.0, 0.0, 1.0, 1.0), False, False, 0
+    where = f"record {rec.id!r} ({self.where})"
+    opened = {m: images.open_image(b, f"{where} {m}") for m, b in present.items()}
+    box, hflip, vflip, k = images.FULL_BOX, False, False, 0
     if rng is not None and self.augment is not None and opened:
       aug = self.augment
       # The crop is drawn in the pixel space of the first present image, then applied
@@ -227,8 +203,7 @@ class Preprocess:
     for m in self.modalities:
       channels = 3 if m == "rgb" else 1
       if m in opened:
-        x = _resize(opened[m], "RGB" if m == "rgb" else "L", size, box)
-        x = x.reshape(size, size, channels)
+        x = images.crop_resize(opened[m], channels, size, box, f"{where} {m}")
         x = x[:, ::-1] if hflip else x
         x = x[::-1] if vflip else x
         x = np.rot90(x, k) if k else x
@@ -326,8 +301,6 @@ class GlobalBatchSampler:
 def process_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
   """(this process's index, number of processes) unless given: which slice of the data it reads."""
   if shard_index is None or shard_count is None:
-    import jax
-
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -337,8 +310,6 @@ def process_shard(shard_index: int | None, shard_count: int | None) -> tuple[int
 
 def ensure_absl_flags(worker_count: int) -> None:
   """grain worker processes read absl flags; parse defaults when the caller did not."""
-  from absl import flags
-
   if worker_count > 0 and not flags.FLAGS.is_parsed():
     flags.FLAGS(sys.argv[:1])
 
@@ -522,8 +493,6 @@ def num_eval_batches(
 ) -> int:
   """Batches per process in one make_eval_batches pass."""
   if shard_count is None:
-    import jax
-
     shard_count = jax.process_count()
   n = len(IndexedSource(records.list_shards(data_dir, split)))
   return len(eval_indices(n, batch_size, 0, shard_count)) // batch_size
