@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fusionrs_jax.export import hf_paligemma
 from fusionrs_jax.models import (
   captioner,
   decoding,
   gemma,
   siglip,
 )
+from fusionrs_jax.models.hf import paligemma as hf_paligemma
 
 V = 48
 

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fusionrs_jax.export import hf_siglip
+from fusionrs_jax.models.hf import siglip as hf_siglip
 from fusionrs_jax.models.siglip import SigLIP, dummy_inputs, siglip_preset
 
 
