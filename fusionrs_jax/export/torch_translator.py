@@ -8,13 +8,17 @@ conversion is a kernel layout change per layer. Torch takes NCHW, Flax NHWC.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from absl import flags
 from torch import nn
 
+from fusionrs_jax.core import checkpoint
+from fusionrs_jax.export import command
 from fusionrs_jax.models import cyclegan
 
 
@@ -106,14 +110,35 @@ def generator_from_flax(params: Any) -> Generator:
   return model.eval()
 
 
+def load_rgb_to_ir(path: str, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+  """(RGB->IR generator params as numpy, {"checkpoint", "step", "size"}) of a translator run
+  folder or its checkpoints/ folder."""
+  path = os.path.abspath(path)
+  if os.path.basename(path) == "checkpoints" and not os.path.isfile(
+    os.path.join(path, "config.json")
+  ):
+    path = os.path.dirname(path)
+  config = checkpoint.read_run_config(path)
+  if config.get("trainer") != "translator":
+    raise ValueError(f"{path} is a {config.get('trainer')!r} run, not a translator run")
+  step, params = checkpoint.run_params(path, step)
+  provenance = {
+    "checkpoint": os.path.join(path, "checkpoints"),
+    "step": int(step),
+    "size": config.model.size,
+  }
+  return params["rgb_to_ir"], provenance
+
+
 def main(argv) -> None:
-  del argv
-  from absl import flags
-
-  from data_prep import translate
-
+  del argv  # command.run refuses positional arguments
   f = flags.FLAGS
-  _, params, provenance = translate.load_generator(f.checkpoint)
+  if not f.checkpoint:
+    command.fail("give --checkpoint=<translator run folder>")
+  try:
+    params, provenance = load_rgb_to_ir(f.checkpoint)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    command.fail(command.message_of(e))
   model = generator_from_flax(params)
   torch.save(
     {
@@ -126,10 +151,12 @@ def main(argv) -> None:
   print(f"wrote {f.out} ({provenance})")
 
 
-if __name__ == "__main__":
-  from absl import app, flags
-
-  flags.DEFINE_string("checkpoint", None, "Translator workdir or its checkpoints folder.")
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_string("checkpoint", None, "Translator run folder or its checkpoints folder.")
   flags.DEFINE_string("out", "rgb_to_ir.pt", "Output .pt file.")
-  flags.mark_flag_as_required("checkpoint")
-  app.run(main)
+
+
+if __name__ == "__main__":
+  define_flags()
+  command.run(main)

@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from fusionrs_jax.core import checkpoint, records
 from fusionrs_jax.data import input_pipeline
-from fusionrs_jax.trainers import siglip as siglip_trainer
+from fusionrs_jax.models import siglip
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_exported_model_gives_same_embeddings_and_logits_as_jax(run):
     "tokenizer_config.json",
     "preprocessor_config.json",
   } <= set(os.listdir(out))
-  model = siglip_trainer.build_model(config)
+  model = siglip.from_config(config)
   params = _params_in(os.path.join(workdir, "checkpoints"))
   recs, captions = _test_split(config.data.dir)
   tok = input_pipeline.Tokenizer(os.path.join(config.data.dir, "tokenizer.model"))
@@ -88,7 +88,7 @@ def test_exported_model_gives_same_embeddings_and_logits_as_jax(run):
 
 def test_exported_tokenizer_and_image_processor_match_the_input_pipeline(run):
   config, _, out = run
-  model = siglip_trainer.build_model(config)
+  model = siglip.from_config(config)
   tok = input_pipeline.Tokenizer(os.path.join(config.data.dir, "tokenizer.model"))
   hf_tok = transformers.AutoTokenizer.from_pretrained(out)
   assert isinstance(hf_tok, transformers.GemmaTokenizer)
@@ -120,12 +120,3 @@ def test_import_writes_orbax_checkpoint_equal_to_exported_weights(run, tmp_path)
   jax.tree.map(np.testing.assert_array_equal, imported, expected)
   # The trainer's --config.init_from reads this folder the same way.
   assert os.path.isdir(os.path.join(ckpt_dir, "0"))
-
-
-def test_cli_names_the_problem_for_a_folder_that_is_not_a_run(tmp_path):
-  proc = _cli(f"--checkpoint={tmp_path}", f"--out={tmp_path / 'out'}")
-  assert proc.returncode != 0
-  assert "config.json not found" in proc.stderr
-  assert "Traceback" not in proc.stderr
-  proc = _cli(f"--out={tmp_path / 'out'}")
-  assert "exactly one of --checkpoint" in proc.stderr
