@@ -57,7 +57,7 @@ def torch_speed(model, params, batch, max_len, repeats):
   import torch
   from transformers import PaliGemmaForConditionalGeneration
 
-  from fusionrs_jax.export import hf_paligemma
+  from fusionrs_jax.models.hf import paligemma as hf_paligemma
 
   torch.set_num_threads(2)
   with tempfile.TemporaryDirectory() as out:

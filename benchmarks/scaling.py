@@ -29,6 +29,7 @@ def _step_worker(preset: str, per_device: int, steps: int) -> dict:
 
   from configs import siglip_ir
   from fusionrs_jax.core import sharding
+  from fusionrs_jax.models import siglip as siglip_model
   from fusionrs_jax.trainers import common
   from fusionrs_jax.trainers import siglip as trainer
 
@@ -36,7 +37,7 @@ def _step_worker(preset: str, per_device: int, steps: int) -> dict:
   n = jax.device_count()
   config.batch_size = per_device * n
   mesh = sharding.make_mesh({"data": -1})
-  model = trainer.build_model(config)
+  model = siglip_model.from_config(config)
   tx = common.make_optimizer(config.optim, 1000)
   state, shardings = common.init_state(trainer.init_fn(model), tx, 0, mesh)
   step = jax.jit(

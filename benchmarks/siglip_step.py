@@ -96,7 +96,7 @@ def jax_step(preset: str, batch: int, steps: int, warmup: int) -> dict:
   from fusionrs_jax.trainers import siglip as trainer
 
   config = _config(preset, batch)
-  model = trainer.build_model(config)
+  model = siglip_model.from_config(config)
   hp = {k: getattr(model, k) for k in siglip_model.siglip_preset(preset)}
   mesh = sharding.make_mesh(dict(config.mesh))
   tx = common.make_optimizer(config.optim, config.total_steps)
@@ -146,7 +146,7 @@ def torch_step(hp: dict, params0, host: dict, optim, steps: int, warmup: int, th
 
   torch.set_num_threads(threads)
 
-  from fusionrs_jax.export import hf_siglip
+  from fusionrs_jax.models.hf import siglip as hf_siglip
 
   model = transformers.SiglipModel(hf_siglip.hf_siglip_config(hp))
   sd = hf_siglip.to_hf_state_dict(params0, hp)
