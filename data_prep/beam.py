@@ -39,6 +39,7 @@ import cloudpickle
 from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from data_prep import translate
 from data_prep.ingest import sources, tfds_export
 from data_prep.ingest import writer as local_ingest
 from data_prep.ir_text import captions as ir_captions
@@ -143,22 +144,6 @@ def place_duplicates(element) -> Iterator[tuple[str, Any]]:
     yield "move", move
 
 
-def translate_records(
-  recs: list[records.Record], translator, provenance: dict, overwrite_ir: bool
-) -> list[records.Record]:
-  """RGB->IR for the records that need it (data_prep.translate.translate_shard's rule)."""
-  from data_prep import translate
-  from fusionrs_jax.evaluators import translation
-
-  todo = [r for r in recs if r.rgb and (overwrite_ir or not r.ir)]
-  images = [translation.decode_image(r.rgb, 3, r.id) for r in todo]
-  for rec, ir in zip(todo, translator(images) if todo else []):
-    rec.ir = translate.encode_png(ir)
-    rec.ir_origin = "translated"
-    rec.meta = {**rec.meta, "translator": provenance}
-  return recs
-
-
 class TranslateFn(beam.DoFn):
   """Batches of (pos, Record) -> the same with translated IR. The generator is loaded and
   jitted once per worker (setup); each call runs it over a whole batch on the local
@@ -168,18 +153,13 @@ class TranslateFn(beam.DoFn):
     self._checkpoint, self._batch, self._overwrite = checkpoint, batch_size, overwrite_ir
 
   def setup(self):
-    from data_prep import translate
-
     model, params, self._provenance = translate.load_generator(self._checkpoint)
     self._translator = translate.Translator(model, params, self._batch)
 
   def process(self, batch):
-    recs = translate_records(
-      [r for _, r in batch], self._translator, self._provenance, self._overwrite
-    )
-    beam.metrics.Metrics.counter(_NS, "translated").inc(
-      sum(r.ir_origin == "translated" for r in recs)
-    )
+    recs = [r for _, r in batch]
+    n = translate.translate_records(recs, self._translator, self._provenance, self._overwrite)
+    beam.metrics.Metrics.counter(_NS, "translated").inc(n)
     yield from zip((p for p, _ in batch), recs)
 
 

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from PIL import Image
 
 from fusionrs_jax.core import checkpoint, records, sharding
-from fusionrs_jax.evaluators import translation
+from fusionrs_jax.data import images
 from fusionrs_jax.models import cyclegan
 
 
@@ -101,19 +101,28 @@ class Translator:
     return out
 
 
+def translate_records(
+  recs: list[records.Record], translator: Translator, provenance: dict, overwrite_ir: bool = False
+) -> int:
+  """Gives every record with RGB and no IR (any IR with overwrite_ir) the translated IR, in
+  place (ir_origin "translated", provenance under meta["translator"]). Returns how many."""
+  todo = [r for r in recs if r.rgb and (overwrite_ir or not r.ir)]
+  rgbs = [images.decode_image(r.rgb, 3, r.id) for r in todo]
+  for rec, ir in zip(todo, translator(rgbs)):
+    rec.ir = encode_png(ir)
+    rec.ir_origin = "translated"
+    rec.meta = {**rec.meta, "translator": provenance}
+  return len(todo)
+
+
 def translate_shard(
   in_path: str, out_path: str, translator: Translator, provenance: dict, overwrite_ir: bool = False
 ) -> dict[str, int]:
   """One input shard -> one output shard (atomic). Returns counts for the summary."""
   recs = list(records.read_records([in_path]))
-  todo = [i for i, r in enumerate(recs) if r.rgb and (overwrite_ir or not r.ir)]
-  images = [translation.decode_image(recs[i].rgb, 3, recs[i].id) for i in todo]
-  for i, ir in zip(todo, translator(images)):
-    recs[i].ir = encode_png(ir)
-    recs[i].ir_origin = "translated"
-    recs[i].meta = {**recs[i].meta, "translator": provenance}
+  translated = translate_records(recs, translator, provenance, overwrite_ir)
   records.write_array_record(out_path, (records.encode(r) for r in recs))
-  return {"records": len(recs), "translated": len(todo), "kept": len(recs) - len(todo)}
+  return {"records": len(recs), "translated": translated, "kept": len(recs) - translated}
 
 
 def translate_folder(
