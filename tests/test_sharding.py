@@ -1,10 +1,14 @@
-"""Mesh construction, the logical rules table and batch placement on 8 fake devices."""
+"""Mesh construction, the logical rules table, FSDP placement and batch placement on 8 fake
+devices (and abstract meshes)."""
+
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax.sharding import AbstractMesh, AxisType
 from jax.sharding import PartitionSpec as P
 
 from fusionrs_jax.core import sharding
@@ -58,8 +62,78 @@ def test_param_shardings_follow_annotations_and_skip_indivisible_dims():
   assert sh["params"]["Dense_0"]["bias"].spec == P(None)
   # Dense_1 kernel [16, 3]: "mlp"->model divides 16; "norm" is replicated.
   assert sh["params"]["Dense_1"]["kernel"].spec == P("model", None)
-  # An axis that does not divide the dimension is dropped rather than failing.
-  assert sharding._fit_spec(P("fsdp"), (6,), mesh) == P(None)
+  # An axis that divides no dimension is left off (and reported) rather than failing.
+  assert sharding.fit_spec(P("fsdp"), (6,), mesh) == (P(None), ("fsdp",))
+
+
+def _abstract_mesh(data, fsdp, model):
+  return AbstractMesh((data, fsdp, model), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def test_fit_spec_moves_an_indivisible_axis_to_the_largest_dim_it_divides():
+  mesh = _abstract_mesh(1, 4, 2)
+  assert sharding.fit_spec(P("fsdp", None, None), (6, 8, 16), mesh) == (P(None, None, "fsdp"), ())
+  # Per-device extents count: dim 1 is 16 / model = 8 per device, dim 2 is 12.
+  assert sharding.fit_spec(P("fsdp", "model", None), (6, 16, 12), mesh) == (
+    P(None, "model", "fsdp"),
+    (),
+  )
+  # It may join another axis on the same dim when their product divides it.
+  assert sharding.fit_spec(P("fsdp", "model"), (6, 16), mesh) == (P(None, ("model", "fsdp")), ())
+  # Equal extents: the earlier dim.
+  assert sharding.fit_spec(P("fsdp", None, None), (6, 8, 8), mesh) == (P(None, "fsdp", None), ())
+  # Placements that fit are kept as annotated, even when a larger dim would fit too.
+  assert sharding.fit_spec(P("fsdp", None), (8, 64), mesh) == (P("fsdp", None), ())
+
+
+def test_fit_spec_adds_extra_axes_the_spec_does_not_use():
+  mesh = _abstract_mesh(1, 4, 2)
+  assert sharding.fit_spec(P(None, "model"), (8, 6), mesh, ("fsdp",)) == (P("fsdp", "model"), ())
+  assert sharding.fit_spec(P("fsdp"), (8, 6), mesh, ("fsdp",)) == (P("fsdp", None), ())
+  assert sharding.fit_spec(P(), (3, 5), mesh, ("fsdp",)) == (P(None, None), ("fsdp",))
+
+
+def _boxed(shape, names):
+  return nn.LogicallyPartitioned(jax.ShapeDtypeStruct(shape, np.float32), names)
+
+
+def test_param_shardings_fall_back_complete_fsdp_and_log_what_stays_replicated(caplog):
+  mesh = _abstract_mesh(2, 256, 1)
+  params = {
+    # "embed" (1152 = 2**7 * 9) does not take 256: fsdp moves to the 4352-wide dim.
+    "fits_elsewhere": _boxed((1152, 4352), ("embed", "mlp")),
+    # No logical name for fsdp: a large array still gets it on its largest dim it divides.
+    "unnamed_dims": _boxed((3, 512, 4), ("norm", "norm", "norm")),
+    "no_annotation": jax.ShapeDtypeStruct((1024, 8), np.float32),
+    # Neither 1152 nor 4304 (2**4 * 269) takes 256: replicated, and logged.
+    "fits_nowhere": _boxed((1152, 4304), ("embed", "mlp")),
+    # Under the size threshold: replicated on purpose, only counted.
+    "small": _boxed((1000,), ("embed",)),
+  }
+  with caplog.at_level(logging.INFO):
+    sh = sharding.param_shardings(params, mesh)
+  assert sh["fits_elsewhere"].spec == P(None, ("model", "fsdp"))  # model has size 1 here
+  assert sh["unnamed_dims"].spec == P(None, "fsdp", None)
+  assert sh["no_annotation"].spec == P("fsdp", None)
+  assert sh["fits_nowhere"].spec == P(None, "model")
+  assert sh["small"].spec == P(None)
+  lines = [r.getMessage() for r in caplog.records]
+  per_array = [m for m in lines if "stays replicated over" in m]
+  assert per_array == [
+    "sharding: ['fits_nowhere'] (1152, 4304) (19,832,832 bytes) stays replicated over fsdp: "
+    "no dimension is divisible by 256"
+  ]
+  assert any("1 arrays under 1024 elements (4,000 bytes in all)" in m for m in lines)
+  summary = [r for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(summary) == 1 and "fsdp=256" in summary[0].getMessage()
+
+
+def test_param_shardings_logs_nothing_when_everything_fits(caplog):
+  params = {"w": _boxed((1024, 4096), ("embed", "mlp")), "b": _boxed((4096,), ("mlp",))}
+  with caplog.at_level(logging.INFO):
+    sh = sharding.param_shardings(params, _abstract_mesh(1, 256, 2))
+  assert sh["w"].spec == P("fsdp", "model") and sh["b"].spec == P(("model", "fsdp"))
+  assert not [r for r in caplog.records if "sharding:" in r.getMessage()]
 
 
 def test_place_batch_builds_global_arrays_split_over_batch_shards():

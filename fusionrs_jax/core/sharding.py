@@ -1,5 +1,6 @@
 """The one mesh abstraction: a (data, fsdp, model) mesh from config, the logical-axis rules
-table every model annotation goes through, and placement of host-local batches."""
+table every model annotation goes through (with FSDP placement that falls back to another dim
+and logs what it cannot place), and placement of host-local batches."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from flax import linen as nn
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "model")
@@ -30,6 +32,17 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
   ("channels", None),
   ("norm", None),
 )
+
+# Mesh axes every large parameter is sharded over (ZeRO-3 style) on some dim, whether or not
+# the logical rules name them for one of its dims.
+FSDP_AXES = ("fsdp",)
+
+# Arrays with fewer elements than this (4 KiB in float32: LayerNorm scales and biases of
+# width-sized vectors) get no fallback dim and no FSDP axes: they keep only what their
+# annotation places, since gathering them costs a collective and saves next to nothing.
+# Kept low on purpose: on 256+ chips a ViT-B's per-chip share is ~3 MB, so replicating every
+# 3072-wide MLP bias too would already add 10% to it.
+MIN_SHARD_ELEMENTS = 2**10
 
 
 def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
@@ -86,36 +99,128 @@ def logical_to_spec(
   return P(*spec)
 
 
-def _fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
-  """Drops mesh axes from dimensions they do not divide (tiny models on big meshes)."""
-  fitted = []
-  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    keep = []
-    for a in names:
-      if dim % (math.prod(mesh.shape[k] for k in keep) * mesh.shape[a]) == 0:
-        keep.append(a)
-    fitted.append(keep[0] if len(keep) == 1 else (tuple(keep) or None))
-  return P(*fitted)
+def _axes_of(entry) -> tuple[str, ...]:
+  """One PartitionSpec entry (None, "fsdp" or ("data", "fsdp")) as a tuple of axis names."""
+  return (entry,) if isinstance(entry, str) else tuple(entry or ())
+
+
+def _entry(axes: Sequence[str]):
+  return axes[0] if len(axes) == 1 else (tuple(axes) or None)
+
+
+def fit_spec(
+  spec: P, shape: Sequence[int], mesh: Mesh | AbstractMesh, extra_axes: Sequence[str] = ()
+) -> tuple[P, tuple[str, ...]]:
+  """Fits `spec` to `shape`: a mesh axis the annotated dim does not divide moves elsewhere.
+
+  Each mesh axis of `spec` stays on its annotated dimension when the product of the axes
+  kept there divides it. An axis that does not fit, and each of `extra_axes` the spec does
+  not use yet, goes to the dimension with the largest per-device extent that it divides
+  (other axes already on that dimension count: its extent is dim / their product). Returns
+  (spec, axes that fit no dimension); those leave the array replicated over them.
+  """
+  dims = [list(_axes_of(e)) for e in tuple(spec) + (None,) * (len(shape) - len(spec))]
+  moving = []
+  for i, axes in enumerate(dims):
+    kept = []
+    for a in axes:
+      if shape[i] % (math.prod(mesh.shape[k] for k in kept) * mesh.shape[a]) == 0:
+        kept.append(a)
+      else:
+        moving.append(a)
+    dims[i] = kept
+  used = {a for axes in dims for a in axes}
+  moving += [a for a in extra_axes if a not in used and a not in moving]
+  unplaced = []
+  for a in moving:
+    local = [shape[i] // math.prod(mesh.shape[k] for k in dims[i]) for i in range(len(shape))]
+    fits = [i for i in range(len(shape)) if local[i] % mesh.shape[a] == 0]
+    if fits:
+      # Largest per-device extent first; the earlier dimension on a tie.
+      dims[max(fits, key=lambda i: (local[i], -i))].append(a)
+    else:
+      unplaced.append(a)
+  return P(*(_entry(axes) for axes in dims)), tuple(unplaced)
 
 
 def param_shardings(
-  abstract_params: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = LOGICAL_RULES
+  abstract_params: Any,
+  mesh: Mesh | AbstractMesh,
+  rules: Sequence[tuple[str, Any]] = LOGICAL_RULES,
+  *,
+  fsdp_axes: Sequence[str] = FSDP_AXES,
+  min_shard_elements: int = MIN_SHARD_ELEMENTS,
 ) -> Any:
   """NamedShardings for a (boxed, from eval_shape) param tree with logical annotations.
 
-  Arrays without annotations are replicated. Returns an unboxed tree of shardings.
+  Annotated dims get their mesh axes through `rules` where the axes divide them. Arrays of at
+  least `min_shard_elements` elements also take every `fsdp_axes` axis the rules did not
+  place, and any annotated axis their dim does not divide, on their largest dim it divides
+  (`fit_spec`); each one still left (partly) replicated is logged with its path, shape and
+  bytes, then one warning per mesh axis sums them up. Smaller arrays keep only the placements
+  their annotation gives (replicated on purpose). `mesh` may be an AbstractMesh. Returns an
+  unboxed tree of shardings.
   """
+  extra = tuple(a for a in fsdp_axes if mesh.shape.get(a, 1) > 1)
+  arrays = []  # (path, shape, bytes, mesh axes left unplaced, large)
 
-  def one(leaf):
-    names = leaf.names if isinstance(leaf, nn.LogicallyPartitioned) else None
-    value = leaf.value if isinstance(leaf, nn.LogicallyPartitioned) else leaf
-    spec = _fit_spec(logical_to_spec(names, rules), value.shape, mesh)
+  def one(path, leaf):
+    boxed = isinstance(leaf, nn.LogicallyPartitioned)
+    value = leaf.value if boxed else leaf
+    shape = tuple(value.shape)
+    large = math.prod(shape) >= min_shard_elements
+    spec, unplaced = fit_spec(
+      logical_to_spec(leaf.names if boxed else None, rules), shape, mesh, extra if large else ()
+    )
+    nbytes = math.prod(shape) * np.dtype(value.dtype).itemsize
+    unplaced = tuple(a for a in unplaced if mesh.shape[a] > 1)
+    arrays.append((jax.tree_util.keystr(path), shape, nbytes, unplaced, large))
     return NamedSharding(mesh, spec)
 
-  return jax.tree.map(
+  shardings = jax.tree_util.tree_map_with_path(
     one, abstract_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
   )
+  _log_replicated(arrays, mesh, min_shard_elements)
+  return shardings
+
+
+def _log_replicated(arrays, mesh: Mesh | AbstractMesh, min_shard_elements: int) -> None:
+  """One line per large array a mesh axis fits nowhere, then one warning per such axis."""
+  total = sum(a[2] for a in arrays)
+  small = [a for a in arrays if a[3] and not a[4]]
+  if small:
+    logging.info(
+      "sharding: %d arrays under %d elements (%s bytes in all) stay replicated on purpose",
+      len(small),
+      min_shard_elements,
+      f"{sum(a[2] for a in small):,}",
+    )
+  left = {}  # mesh axis -> (arrays, bytes)
+  for path, shape, nbytes, unplaced, large in arrays:
+    if not (unplaced and large):
+      continue
+    logging.info(
+      "sharding: %s %s (%s bytes) stays replicated over %s: no dimension is divisible by %s",
+      path,
+      shape,
+      f"{nbytes:,}",
+      "x".join(unplaced),
+      "x".join(str(mesh.shape[a]) for a in unplaced),
+    )
+    for a in unplaced:
+      count, size = left.get(a, (0, 0))
+      left[a] = (count + 1, size + nbytes)
+  for a, (count, nbytes) in left.items():
+    logging.warning(
+      "sharding: %d arrays of %d elements or more (%s bytes, %.2f%% of all parameter bytes) "
+      "stay replicated over %s=%d: no dimension of theirs is divisible by it",
+      count,
+      min_shard_elements,
+      f"{nbytes:,}",
+      100 * nbytes / max(total, 1),
+      a,
+      mesh.shape[a],
+    )
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
