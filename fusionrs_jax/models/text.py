@@ -7,6 +7,7 @@ position of the fixed-length (padded) sequence, so captions must be padded to `t
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.vit import Dtype, Encoder, layer_norm, param_with_axes
 
 
@@ -23,6 +24,10 @@ class TextTransformer(nn.Module):
   out_dim: int
   remat: bool = False
   dtype: Dtype = jnp.float32
+  # A `jax.checkpoint_policies` name used when remat is on.
+  remat_policy: str = scan.DEFAULT_POLICY
+  # nn.scan over the encoder layers (params stacked under encoder/layers).
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, tokens):
@@ -41,7 +46,16 @@ class TextTransformer(nn.Module):
       (self.text_len, self.width),
     )  # [text_len, D]
     x = embed(tokens).astype(self.dtype) + pos[:length].astype(self.dtype)[None]
-    x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.remat, self.dtype, name="encoder")(x)
+    x = Encoder(
+      self.depth,
+      self.mlp_dim,
+      self.num_heads,
+      self.remat,
+      self.dtype,
+      self.remat_policy,
+      self.scan_layers,
+      name="encoder",
+    )(x)
     x = layer_norm("final_layer_norm", self.dtype)(x)
     # SigLIP pools the last position, which is usually padding: it was trained that way.
     pooled = nn.Dense(

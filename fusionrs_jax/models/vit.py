@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fusionrs_jax.models import scan
+
 Dtype = Any
 # SigLIP (big_vision and transformers) uses eps=1e-6 in every LayerNorm.
 LN_EPS = 1e-6
@@ -148,19 +150,27 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-  """`depth` EncoderLayers named layers_{i} (transformers: encoder.layers.{i})."""
+  """`depth` EncoderLayers named layers_{i} (transformers: encoder.layers.{i}), or with
+  scan_layers one scanned `layers` whose params carry a leading [depth] axis."""
 
   depth: int
   mlp_dim: int
   num_heads: int
   remat: bool = False
   dtype: Dtype = jnp.float32
+  # A `jax.checkpoint_policies` name: what remat keeps from the forward pass.
+  remat_policy: str = scan.DEFAULT_POLICY
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, x):
     """x: [B, N, D] -> [B, N, D] (before the final LayerNorm)."""
     # remat trades one extra forward per block for not storing block activations.
-    layer_cls = nn.remat(EncoderLayer) if self.remat else EncoderLayer
+    layer_cls = scan.layer_class(EncoderLayer, self.remat, self.remat_policy, self.scan_layers)
+    if self.scan_layers:
+      layer = layer_cls(self.mlp_dim, self.num_heads, self.dtype, name=scan.STACK)
+      x, _ = scan.scan_over_layers(lambda layer, x: (layer(x), None), self.depth)(layer, x)
+      return x
     for i in range(self.depth):
       x = layer_cls(self.mlp_dim, self.num_heads, self.dtype, name=f"layers_{i}")(x)
     return x
@@ -206,6 +216,10 @@ class ViT(nn.Module):
   use_head: bool = True
   remat: bool = False
   dtype: Dtype = jnp.float32
+  # A `jax.checkpoint_policies` name used when remat is on.
+  remat_policy: str = scan.DEFAULT_POLICY
+  # nn.scan over the encoder layers (params stacked under encoder/layers).
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, images):
@@ -237,7 +251,16 @@ class ViT(nn.Module):
     if x.shape[1] != num_patches:
       raise ValueError(f"got {x.shape[1]} patches, position table has {num_patches}")
     x = x + pos.astype(self.dtype)[None]
-    x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.remat, self.dtype, name="encoder")(x)
+    x = Encoder(
+      self.depth,
+      self.mlp_dim,
+      self.num_heads,
+      self.remat,
+      self.dtype,
+      self.remat_policy,
+      self.scan_layers,
+      name="encoder",
+    )(x)
     tokens = layer_norm("post_layernorm", self.dtype)(x)
     pooled = None
     if self.use_head:

@@ -1,10 +1,14 @@
-"""ViT and text tower: shapes, channel options, remat/bfloat16 equivalence, logical axes on every param."""
+"""ViT and text tower: shapes, channel options, remat/bfloat16 equivalence, logical axes on every param,
+scanned layers and named remat policies."""
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.text import TextTransformer
 from fusionrs_jax.models.vit import ViT
 
@@ -36,7 +40,7 @@ def _images(c, b=2, seed=0):
   return jax.random.uniform(jax.random.key(seed), (b, 32, 32, c), minval=-1, maxval=1)
 
 
-def _assert_all_params_named(variables):
+def _assert_all_params_named(variables, allowed=ALLOWED_AXES):
   leaves = jax.tree_util.tree_leaves(
     variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
   )
@@ -44,7 +48,7 @@ def _assert_all_params_named(variables):
   for leaf in leaves:
     assert isinstance(leaf, nn.LogicallyPartitioned), leaf
     assert len(leaf.names) == leaf.value.ndim
-    assert set(leaf.names) <= ALLOWED_AXES, leaf.names
+    assert set(leaf.names) <= allowed, leaf.names
 
 
 def test_vit_returns_pooled_and_tokens_with_named_params():
@@ -102,3 +106,49 @@ def test_text_tower_pools_last_position_through_head():
   # Attention is bidirectional: the first token still changes the last-position embedding.
   changed = tokens.at[:, 0].set((tokens[:, 0] + 1) % 64)
   assert not np.allclose(model.apply(variables, changed)[0], pooled)
+
+
+def _remat_policies(jaxpr) -> list:
+  """Policies of every remat in a (closed) jaxpr, nested ones (scan bodies) included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if "policy" in eqn.params:
+      found.append(eqn.params["policy"])
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, tuple | list) else (value,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found += _remat_policies(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found += _remat_policies(sub)
+  return found
+
+
+def test_scanned_encoder_stacks_named_params_and_runs_the_named_policy():
+  images = _images(3)
+  model = ViT(**VIT, remat=True, remat_policy="dots_with_no_batch_dims_saveable", scan_layers=True)
+  boxed = model.init(jax.random.key(0), images)
+  layers = boxed["params"]["encoder"]["layers"]
+  assert set(boxed["params"]["encoder"]) == {"layers"}
+  _assert_all_params_named(boxed, ALLOWED_AXES | {"layers"})
+  for leaf in jax.tree.leaves(layers, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+    assert leaf.names[0] == "layers" and leaf.value.shape[0] == VIT["depth"]
+  # Converting the unscanned boxed init gives the same names and shapes.
+  flat = ViT(**VIT).init(jax.random.key(0), images)
+  describe = lambda t: jax.tree.map(
+    lambda x: (x.names, x.value.shape), t, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+  )
+  assert describe(scan.scan_params(flat)) == describe(boxed)
+  # One remat per (scanned) layer body, with the named policy; none without remat.
+  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images))(nn.unbox(boxed)).jaxpr
+  policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  assert _remat_policies(jaxpr) == [policy]
+  plain = jax.make_jaxpr(lambda v: ViT(**VIT).apply(v, images))(nn.unbox(flat)).jaxpr
+  assert _remat_policies(plain) == []
+  default = jax.make_jaxpr(lambda v: ViT(**VIT, remat=True).apply(v, images))(nn.unbox(flat))
+  assert _remat_policies(default.jaxpr) == [jax.checkpoint_policies.nothing_saveable] * 2
+
+
+def test_unknown_remat_policy_is_a_value_error():
+  model = ViT(**VIT, remat=True, remat_policy="everything")
+  with pytest.raises(ValueError, match="unknown remat policy 'everything'.*everything_saveable"):
+    model.init(jax.random.key(0), _images(3))
