@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.vit import param_with_axes
 
 Dtype = Any
@@ -215,6 +216,7 @@ class Gemma(nn.Module):
 
   `__call__(x [B, T, D], positions [B, T], mask [B, T, S], cache=None, write_index=None)`
   -> (final-normed hidden [B, T, D], cache: list per layer of {"k","v": [B, S, K, Dh]}).
+  The cache keeps that per-layer list form with scan_layers too (stacked only inside the call).
   """
 
   vocab_size: int
@@ -226,21 +228,22 @@ class Gemma(nn.Module):
   head_dim: int
   remat: bool = False
   dtype: Dtype = jnp.float32
+  # A `jax.checkpoint_policies` name used when remat is on.
+  remat_policy: str = scan.DEFAULT_POLICY
+  # nn.scan over the blocks: params stacked under `layers` with a leading [depth] axis.
+  scan_layers: bool = False
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width)
-    block = nn.remat(Block) if self.remat else Block
-    self.layers = [
-      block(
-        self.num_heads,
-        self.num_kv_heads,
-        self.head_dim,
-        self.mlp_dim,
-        self.dtype,
-        name=f"layers_{i}",
-      )
-      for i in range(self.depth)
-    ]
+    block = scan.layer_class(Block, self.remat, self.remat_policy, self.scan_layers)
+    hp = (self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim, self.dtype)
+    if self.scan_layers:
+      # Block(x, positions, mask, cache, write_index) -> (x, cache): x is the carry, each
+      # layer reads its own cache slice, the rest is the same for every layer.
+      in_axes = (nn.broadcast, nn.broadcast, 0, nn.broadcast)
+      self.layers = scan.scan_over_layers(block, self.depth, in_axes)(*hp)
+    else:
+      self.layers = [block(*hp, name=f"layers_{i}") for i in range(self.depth)]
     self.final_norm = RMSNorm()
 
   def embed_tokens(self, tokens):
@@ -253,6 +256,12 @@ class Gemma(nn.Module):
 
   def __call__(self, x, positions, mask, cache=None, write_index=None):
     x = x.astype(self.dtype)
+    if self.scan_layers:
+      # [depth, B, S, K, Dh] per key; one copy in and out of the per-layer list form.
+      stacked = None if cache is None else jax.tree.map(lambda *c: jnp.stack(c), *cache)
+      x, stacked = self.layers(x, positions, mask, stacked, write_index)
+      new_cache = [jax.tree.map(lambda c, i=i: c[i], stacked) for i in range(self.depth)]
+      return self.final_norm(x), new_cache
     new_cache = []
     for i, layer in enumerate(self.layers):
       x, c = layer(x, positions, mask, None if cache is None else cache[i], write_index)
