@@ -45,7 +45,10 @@ def get_config(arg=None):
     {"caption": 1.0, "ir_caption": 0.5, "instruction": 1.0}
   )
   c.data.augment = True
-  c.data.worker_count = 0
+  # Loader worker processes; -1 = auto (half the cores on hosts with >= 8, else none).
+  c.data.worker_count = -1
+  # Batches placed on device ahead of the step (a background thread); 0 = none.
+  c.data.prefetch = 2
 
   c.model = ml_collections.ConfigDict()
   c.model.vision_preset = vit

@@ -64,7 +64,10 @@ def get_config(arg=None):
   c.data.caption_fields = caption_fields
   # Batch rows lacking a requested modality get zeros ("zeros") or stop the run ("error").
   c.data.missing_modality = "error"
-  c.data.worker_count = 0
+  # Loader worker processes; -1 = auto (half the cores on hosts with >= 8, else none).
+  c.data.worker_count = -1
+  # Batches placed on device ahead of the step (a background thread); 0 = none.
+  c.data.prefetch = 2
   c.data.augment = True
 
   c.model = ml_collections.ConfigDict()

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fusionrs_jax.models import gemma, siglip
+from fusionrs_jax.models import gemma, scan, siglip
 from fusionrs_jax.models.siglip import _match_channels
 from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
 
@@ -35,20 +35,28 @@ class Captioner(nn.Module):
   freeze_image_encoder: bool = False
   remat: bool = False
   dtype: Dtype = jnp.float32
+  # A `jax.checkpoint_policies` name used when remat is on.
+  remat_policy: str = scan.DEFAULT_POLICY
+  # nn.scan over the ViT's and Gemma's layers (params under img/encoder/layers, llm/layers).
+  scan_layers: bool = False
 
   def setup(self):
     if self.inputs not in INPUTS:
       raise ValueError(f"inputs must be one of {sorted(INPUTS)}, got {self.inputs!r}")
-    self.img = ViT(
-      **self.vision_hp, num_channels=3, use_head=False, remat=self.remat, dtype=self.dtype
-    )
+    stack = {
+      "remat": self.remat,
+      "remat_policy": self.remat_policy,
+      "scan_layers": self.scan_layers,
+      "dtype": self.dtype,
+    }
+    self.img = ViT(**self.vision_hp, num_channels=3, use_head=False, **stack)
     self.img_head = nn.Dense(
       self.llm_hp["width"],
       dtype=self.dtype,
       kernel_init=param_with_axes(nn.initializers.xavier_uniform(), ("channels", "embed")),
       bias_init=param_with_axes(nn.initializers.zeros, ("embed",)),
     )
-    self.llm = gemma.Gemma(**self.llm_hp, remat=self.remat, dtype=self.dtype)
+    self.llm = gemma.Gemma(**self.llm_hp, **stack)
 
   @property
   def modalities(self) -> tuple[str, ...]:
@@ -163,4 +171,6 @@ def from_config(config) -> Captioner:
     freeze_image_encoder=config.model.freeze_image_encoder,
     remat=config.model.remat,
     dtype=jnp.dtype(config.model.dtype),
+    remat_policy=config.model.get("remat_policy", scan.DEFAULT_POLICY),
+    scan_layers=config.model.get("scan_layers", False),
   )

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from fusionrs_jax.core import sharding
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.text import TextTransformer
 from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
 
@@ -146,6 +147,10 @@ class SigLIP(nn.Module):
   ir_channels: int = 3
   remat: bool = False
   dtype: Dtype = jnp.float32
+  # A `jax.checkpoint_policies` name used when remat is on.
+  remat_policy: str = scan.DEFAULT_POLICY
+  # nn.scan over each tower's encoder layers (params under <tower>/encoder/layers, stacked).
+  scan_layers: bool = False
 
   def setup(self):
     if self.ir_tower not in IR_TOWERS:
@@ -159,6 +164,8 @@ class SigLIP(nn.Module):
       "num_heads": self.num_heads,
       "remat": self.remat,
       "dtype": self.dtype,
+      "remat_policy": self.remat_policy,
+      "scan_layers": self.scan_layers,
     }
     self.vision_model = ViT(**vit, num_channels=3)
     if self.ir_tower == "separate":
@@ -173,6 +180,8 @@ class SigLIP(nn.Module):
       out_dim=self.width,
       remat=self.remat,
       dtype=self.dtype,
+      remat_policy=self.remat_policy,
+      scan_layers=self.scan_layers,
     )
     # Shape [1] like transformers; t = exp(logit_scale) starts at 10, b at -10 (SigLIP paper).
     self.logit_scale = self.param(
@@ -248,6 +257,8 @@ def from_config(config) -> SigLIP:
     ir_channels=config.model.ir_channels,
     remat=config.model.remat,
     dtype=jnp.dtype(config.model.dtype),
+    remat_policy=config.model.get("remat_policy", scan.DEFAULT_POLICY),
+    scan_layers=config.model.get("scan_layers", False),
   )
 
 

@@ -1,11 +1,13 @@
-"""Captioner (PaliGemma recipe): prefix-LM masking, padding and the inputs switch."""
+"""Captioner (PaliGemma recipe): prefix-LM masking, padding, the inputs switch, scanned layers
+(forward and KV-cache decoding) and named remat policies."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from fusionrs_jax.models import captioner, gemma, siglip
+from fusionrs_jax.models import captioner, decoding, gemma, scan, siglip
 
 V = 48
 
@@ -102,3 +104,44 @@ def test_single_image_inputs_ignore_the_other_modality():
   b = FWD(model, params, rgb, None, TOKENS, VALID, MASK_AR)
   np.testing.assert_array_equal(a, b)
   assert model.num_image_tokens == 16
+
+
+def test_scanned_captioner_matches_unscanned_forward_and_decoding(model_params):
+  model, params = model_params
+  scanned = model.clone(scan_layers=True, remat=True, remat_policy="dots_saveable")
+  stacked = scan.scan_params(params)
+  assert set(stacked["params"]["llm"]) == {"embedder", "final_norm", "layers"}
+  rgb, ir = _images(6)
+  ref = FWD(model, params, rgb, ir, TOKENS, VALID, MASK_AR)
+  np.testing.assert_allclose(FWD(scanned, stacked, rgb, ir, TOKENS, VALID, MASK_AR), ref, atol=1e-5)
+  # KV-cache decoding runs scanned too (the cache stays a per-layer list).
+  batch = {"rgb": rgb, "ir": ir, "prompt": TOKENS[:, :4], "prompt_mask": VALID[:, :4]}
+  greedy = decoding.DecodeConfig(max_len=5)
+  want, want_logits = decoding.make_decode_fn(model, greedy, keep_logits=True)(params, batch, None)
+  got, logits = decoding.make_decode_fn(scanned, greedy, keep_logits=True)(stacked, batch, None)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(logits, want_logits, atol=1e-5)
+  beam = decoding.DecodeConfig(max_len=5, method="beam", beam_size=2)
+  np.testing.assert_array_equal(
+    decoding.make_decode_fn(scanned, beam)(stacked, batch, None),
+    decoding.make_decode_fn(model, beam)(params, batch, None),
+  )
+
+
+@pytest.mark.parametrize("policy", ["dots_saveable", "dots_with_no_batch_dims_saveable"])
+def test_remat_with_named_policy_keeps_loss_and_gradients(model_params, policy):
+  model, params = model_params
+  rgb, ir = _images(7)
+
+  def loss_and_grads(m, p):
+    def loss(p):
+      logits = m.apply(p, rgb, ir, TOKENS, VALID, MASK_AR)[:, :-1]
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, TOKENS[:, 1:])
+      return jnp.mean(ce * MASK_AR[:, 1:])
+
+    return jax.jit(jax.value_and_grad(loss))(p)
+
+  ref_loss, ref_grads = loss_and_grads(model, params)
+  loss, grads = loss_and_grads(model.clone(remat=True, remat_policy=policy), params)
+  np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, ref_grads)

@@ -1,4 +1,5 @@
-"""SigLIP model: presets, IR tower options, normalised embeddings, t/b init, jit."""
+"""SigLIP model: presets, IR tower options, normalised embeddings, t/b init, jit, scanned layers
+and named remat policies."""
 
 import flax.linen as nn
 import jax
@@ -6,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fusionrs_jax.losses.sigmoid import sigmoid_loss
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.siglip import SigLIP, dummy_inputs, siglip_preset
 
 
@@ -75,4 +78,57 @@ def test_separate_one_channel_ir_tower_has_its_own_params():
 def test_invalid_ir_tower_is_rejected():
   model = SigLIP(**siglip_preset("tiny"), ir_tower="both")
   with pytest.raises(ValueError, match="ir_tower"):
+    model.init(jax.random.key(0), **dummy_inputs(model))
+
+
+def _loss_fn(model):
+  """(params, inputs) -> RGB-text + IR-text sigmoid loss through every tower."""
+
+  def loss(params, inputs):
+    out = model.apply({"params": params}, **inputs)
+    return sigmoid_loss(out["rgb"], out["text"], out["t"], out["b"]) + sigmoid_loss(
+      out["ir"], out["text"], out["t"], out["b"]
+    )
+
+  return jax.jit(jax.value_and_grad(loss))
+
+
+@pytest.fixture(scope="module")
+def separate_towers():
+  """Tiny SigLIP with a separate 1-channel IR tower, its unscanned params and inputs."""
+  model = SigLIP(**siglip_preset("tiny"), ir_tower="separate", ir_channels=1)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), **dummy_inputs(model)))
+  return model, params["params"], _inputs(model, b=4)
+
+
+def test_scanned_towers_match_unscanned_with_converted_params(separate_towers):
+  model, params, inputs = separate_towers
+  scanned = model.clone(scan_layers=True, remat=True, remat_policy="dots_saveable")
+  stacked = scan.scan_params(params)
+  ref = jax.jit(model.apply)({"params": params}, **inputs, ir_text=inputs["text"])
+  out = jax.jit(scanned.apply)({"params": stacked}, **inputs, ir_text=inputs["text"])
+  assert set(out) == set(ref) == {"rgb", "ir", "text", "ir_text", "t", "b"}
+  for key in ref:
+    np.testing.assert_allclose(out[key], ref[key], atol=1e-5)
+  # Gradients agree too, layer by layer once unstacked (remat inside scan).
+  ref_loss, ref_grads = _loss_fn(model)(params, inputs)
+  loss, grads = _loss_fn(scanned)(stacked, inputs)
+  np.testing.assert_allclose(loss, ref_loss, atol=1e-5)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), scan.unscan_params(grads), ref_grads
+  )
+
+
+@pytest.mark.parametrize("policy", ["dots_saveable", "dots_with_no_batch_dims_saveable"])
+def test_remat_with_named_policy_keeps_loss_and_gradients(separate_towers, policy):
+  model, params, inputs = separate_towers
+  ref_loss, ref_grads = _loss_fn(model)(params, inputs)
+  loss, grads = _loss_fn(model.clone(remat=True, remat_policy=policy))(params, inputs)
+  np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, ref_grads)
+
+
+def test_unknown_remat_policy_is_a_value_error_naming_the_valid_ones():
+  model = SigLIP(**siglip_preset("tiny"), remat=True, remat_policy="save_dots")
+  with pytest.raises(ValueError, match="unknown remat policy 'save_dots'.*nothing_saveable"):
     model.init(jax.random.key(0), **dummy_inputs(model))
