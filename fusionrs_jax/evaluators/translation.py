@@ -6,17 +6,16 @@ Images here are float arrays in [0, 1] ([N,H,W,1] for IR) unless a docstring say
 
 from __future__ import annotations
 
-import io
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from fusionrs_jax.core import records, sharding
+from fusionrs_jax.data import images as image_io
 
 # ITU-R BT.601 luma, what PIL's convert("L") uses.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -28,33 +27,8 @@ HIST_BINS = 256
 
 
 # ----------------------------------------------------------------------------
-# Images.
+# Baselines and 8-bit quantisation.
 # ----------------------------------------------------------------------------
-
-
-def decode_image(data: bytes, channels: int, where: str = "image") -> np.ndarray:
-  """Encoded PNG/JPEG (8- or 16-bit) -> float32 [H, W, channels] in [-1, 1]."""
-  try:
-    img = Image.open(io.BytesIO(data))
-    img.load()
-  except Exception as e:  # PIL raises several types; name the record instead.
-    raise records.RecordError(f"{where}: undecodable image ({e})") from e
-  if img.mode in ("I;16", "I;16B", "I"):
-    x = np.asarray(img, np.float32) / 65535.0
-    x = np.repeat(x[..., None], channels, -1) if channels > 1 else x[..., None]
-  else:
-    x = np.asarray(img.convert("RGB" if channels == 3 else "L"), np.float32) / 255.0
-    x = x.reshape(*x.shape[:2], channels)
-  return x * 2.0 - 1.0
-
-
-def resize(x: np.ndarray, size: int) -> np.ndarray:
-  """[H, W, C] float -> [size, size, C] (bilinear)."""
-  chans = [
-    np.asarray(Image.fromarray(x[..., c]).resize((size, size), Image.BILINEAR))
-    for c in range(x.shape[-1])
-  ]
-  return np.stack(chans, -1).astype(np.float32)
 
 
 def grayscale(rgb: np.ndarray) -> np.ndarray:
@@ -201,38 +175,27 @@ def kid(
   return float(np.mean(values)), float(np.std(values))
 
 
-def siglip_ir_features(workdir: str, batch_size: int = 32) -> Callable:
-  """IR-tower embedder of a SigLIP run: list of [H,W,1] in [0,1] -> [N, D] features.
+def embedding_features(
+  embed: Callable[[np.ndarray], np.ndarray], image_size: int, batch_size: int = 32
+) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+  """KID features from an image embedder: list of [H,W,C] in [0,1] (any sizes) -> float64
+  [N, D] (float64 for the kernel sums).
 
-  Images are resized to the run's image size; features are the L2-normalised pooled IR
-  embeddings (what retrieval compares), in float64 for the kernel sums.
+  `embed` maps float32 [batch_size, image_size, image_size, C] in [-1, 1] (the SigLIP input
+  range) to [batch_size, D]; the last batch is padded by repeating its last image.
   """
-  import json
-  import os
 
-  import ml_collections
-
-  from fusionrs_jax.core import checkpoint
-  from fusionrs_jax.trainers import siglip as siglip_trainer
-
-  with open(os.path.join(workdir, "config.json")) as f:
-    model = siglip_trainer.build_model(ml_collections.ConfigDict(json.load(f)))
-  ckpt = checkpoint.Checkpointer(
-    os.path.join(workdir, "checkpoints"), save_every=1, async_save=False
-  )
-  params = ckpt.restore_raw()["params"]
-  ckpt.close()
-  embed = jax.jit(lambda p, x: model.apply(p, x, "ir", method=model.embed_image))
-
-  def features(images) -> np.ndarray:
-    x = np.stack([resize(np.asarray(im, np.float32), model.image_size) for im in images])
-    x = x * 2.0 - 1.0  # the SigLIP input range
+  def features(images: Sequence[np.ndarray]) -> np.ndarray:
+    x = np.stack(
+      [image_io.resize(np.asarray(im, np.float32), image_size, image_size) for im in images]
+    )
+    x = x * 2.0 - 1.0
     out = []
     for start in range(0, len(x), batch_size):
       chunk = x[start : start + batch_size]
       pad = batch_size - len(chunk)
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-      out.append(np.asarray(embed(params, chunk))[: batch_size - pad])
+      out.append(np.asarray(embed(chunk))[: batch_size - pad])
     return np.concatenate(out).astype(np.float64)
 
   return features
@@ -259,10 +222,10 @@ def load_split(
         f"record {rec.id!r} in {data_dir}:{split} has no {field} "
         f"image; the translation evaluator needs one"
       )
-    fit = (lambda x: resize(x, image_size)) if image_size else (lambda x: x)
-    images.append(fit(decode_image(data, channels, rec.id)))
+    fit = (lambda x: image_io.resize(x, image_size, image_size)) if image_size else (lambda x: x)
+    images.append(fit(image_io.decode_image(data, channels, rec.id)))
     if field == "rgb" and rec.ir:
-      irs.append(fit(decode_image(rec.ir, 1, rec.id)))
+      irs.append(fit(image_io.decode_image(rec.ir, 1, rec.id)))
   return images, irs if len(irs) == len(images) else []
 
 
@@ -272,9 +235,17 @@ class TranslationEvaluator:
   `predict(params, rgb)` maps [B,H,W,3] in [-1,1] to [B,H,W,1] in [-1,1] (jit-compiled
   by the caller); batches are placed data-parallel on `mesh`. Single-process: each
   process evaluates every image (multi-host evaluation would slice them per process).
+  `kid_features` (e.g. embedding_features of a SigLIP IR tower) adds KID against the
+  reference IR: list of [H,W,1] in [0,1] -> [N, D].
   """
 
-  def __init__(self, eval_config, predict: Callable[[Any, jax.Array], jax.Array], mesh):
+  def __init__(
+    self,
+    eval_config,
+    predict: Callable[[Any, jax.Array], jax.Array],
+    mesh,
+    kid_features: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None,
+  ):
     e = eval_config
     self.predict, self.mesh, self.batch_size = predict, mesh, e.batch_size
     rgb, ir = load_split(e.rgb_dir, e.rgb_split, "rgb", 3, e.image_size, e.max_images)
@@ -292,8 +263,8 @@ class TranslationEvaluator:
       # Distribution metrics only need the pixel statistics: any mix of sizes is fine.
       self.ref_ir = [(x + 1) / 2 for x in ref]
     self.kid_features, self.kid_args = None, {}
-    if e.get("kid_siglip") and self.ref_ir is not None:
-      self.kid_features = siglip_ir_features(e.kid_siglip)
+    if kid_features is not None and self.ref_ir is not None:
+      self.kid_features = kid_features
       self.ref_feats = self.kid_features(self.ref_ir)
       self.kid_args = {"num_subsets": e.kid_subsets, "subset_size": e.kid_subset_size}
 

@@ -3,155 +3,28 @@ one jit-compiled data-parallel step updating both generators and both discrimina
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from typing import Any
 
-import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from PIL import Image
 
-from fusionrs_jax.core import metrics, records, sharding
+from data_prep.demo_world import world as demo_world
+from fusionrs_jax.core import checkpoint, metrics, records, sharding
+from fusionrs_jax.data import translator as translator_data
 from fusionrs_jax.evaluators import translation
 from fusionrs_jax.losses import gan as gl
 from fusionrs_jax.models import cyclegan
+from fusionrs_jax.models import siglip as siglip_model
 from fusionrs_jax.trainers import common
 
 # ----------------------------------------------------------------------------
-# Data: random crops of RGB-domain and IR-domain records.
+# Data: the demo world when asked (crops: fusionrs_jax.data.translator).
 # ----------------------------------------------------------------------------
-
-
-def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-@dataclasses.dataclass
-class CropExamples:
-  """Stream position -> {"rgb": [S,S,3], "ir": [S,S,1]} float32 in [-1, 1].
-
-  Each domain walks its own reshuffled-every-epoch order (unpaired); `paired` reads RGB
-  and IR from the same record and crops them alike. Positions interleave processes
-  (position * count + index), so each process sees a disjoint share of every epoch.
-  """
-
-  rgb_paths: list[str]
-  ir_paths: list[str]
-  paired: bool
-  image_size: int
-  load_size: int
-  hflip: bool
-  seed: int
-  shard_index: int
-  shard_count: int
-
-  def __post_init__(self):
-    self._rgb = grain.sources.ArrayRecordDataSource(self.rgb_paths)
-    self._ir = self._rgb if self.paired else grain.sources.ArrayRecordDataSource(self.ir_paths)
-    self._perms: dict[tuple[int, int], np.ndarray] = {}
-
-  def _record(self, domain: int, position: int) -> records.Record:
-    source = (self._rgb, self._ir)[domain]
-    n = len(source)
-    epoch = position // n
-    key = (domain, epoch)
-    if key not in self._perms:
-      self._perms = {k: v for k, v in self._perms.items() if k[0] != domain}
-      self._perms[key] = _epoch_permutation(n, self.seed + 7919 * domain, epoch)
-    index = int(self._perms[key][position % n])
-    where = f"{(self.rgb_paths, self.ir_paths)[domain][0]}...#{index}"
-    return records.decode(source[index], where=where)
-
-  def _image(self, rec: records.Record, field: str) -> np.ndarray:
-    data = getattr(rec, field)
-    if not data:
-      raise records.RecordError(
-        f"record {rec.id!r} (source {rec.source!r}) has no {field} "
-        f"image; the {field.upper()} domain needs one in every record"
-      )
-    return translation.decode_image(data, 3 if field == "rgb" else 1, rec.id)
-
-  def _crop(self, images: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """Resize (shorter side -> load_size) and one random crop + flip applied to all."""
-    out = []
-    h, w = images[0].shape[:2]
-    if self.load_size:
-      scale = self.load_size / min(h, w)
-      h, w = max(self.image_size, round(h * scale)), max(self.image_size, round(w * scale))
-    if min(h, w) < self.image_size:
-      raise records.RecordError(
-        f"image of {images[0].shape[:2]} px is smaller than the "
-        f"{self.image_size} px crop; set data.load_size"
-      )
-    y, x = rng.integers(0, h - self.image_size + 1), rng.integers(0, w - self.image_size + 1)
-    flip = self.hflip and rng.random() < 0.5
-    for img in images:
-      if img.shape[:2] != (h, w):
-        img = _resize_hw(img, h, w)
-      img = img[y : y + self.image_size, x : x + self.image_size]
-      out.append(np.ascontiguousarray(img[:, ::-1] if flip else img))
-    return out
-
-  def __call__(self, position: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    g = position * self.shard_count + self.shard_index
-    rgb_rec = self._record(0, g)
-    if self.paired:
-      rgb, ir = self._crop([self._image(rgb_rec, "rgb"), self._image(rgb_rec, "ir")], rng)
-    else:
-      (rgb,) = self._crop([self._image(rgb_rec, "rgb")], rng)
-      (ir,) = self._crop([self._image(self._record(1, g), "ir")], rng)
-    return {"rgb": rgb, "ir": ir}
-
-
-def _resize_hw(img: np.ndarray, h: int, w: int) -> np.ndarray:
-  chans = [
-    np.asarray(Image.fromarray(img[..., c]).resize((w, h), Image.BILINEAR))
-    for c in range(img.shape[-1])
-  ]
-  return np.stack(chans, -1).astype(np.float32)
-
-
-def make_loader(
-  data,
-  *,
-  local_batch: int,
-  num_steps: int,
-  seed: int,
-  shard_index: int | None = None,
-  shard_count: int | None = None,
-):
-  """Checkpointable iterator of num_steps batches {rgb [B,S,S,3], ir [B,S,S,1]} (numpy)."""
-  shard_index = jax.process_index() if shard_index is None else shard_index
-  shard_count = jax.process_count() if shard_count is None else shard_count
-  try:
-    rgb_paths = records.list_shards(data.rgb_dir, data.rgb_split)
-    ir_paths = [] if data.paired else records.list_shards(data.ir_dir, data.ir_split)
-  except FileNotFoundError as e:
-    raise common.UserError(str(e)) from e
-  examples = CropExamples(
-    rgb_paths,
-    ir_paths,
-    data.paired,
-    data.image_size,
-    data.load_size,
-    data.hflip,
-    seed,
-    shard_index,
-    shard_count,
-  )
-  ds = grain.MapDataset.range(num_steps * local_batch).random_map(examples, seed=seed)
-  ds = ds.batch(local_batch, drop_remainder=True)
-  return iter(
-    ds.to_iter_dataset(
-      grain.ReadOptions(
-        num_threads=data.read_threads, prefetch_buffer_size=max(2, data.read_threads)
-      )
-    )
-  )
 
 
 def ensure_demo_world(data) -> None:
@@ -160,8 +33,6 @@ def ensure_demo_world(data) -> None:
     return
   if os.path.exists(os.path.join(data.rgb_dir, records.INFO_FILE)):
     return
-  from data_prep.demo_world import world as demo_world
-
   if jax.process_index() == 0:
     logging.info("building the demo world in %s (synthetic data)", data.rgb_dir)
     demo_world.build_demo_world(
@@ -264,7 +135,8 @@ def train_step(state: dict, batch: dict, *, model, tx, loss_cfg, paired: bool) -
     "pool_ir": pool_ir,
     "pool_rgb": pool_rgb,
   }
-  return new_state, {**logs, "d_loss": d_loss}
+  # "loss" (G + D) is what the non-finite guard watches.
+  return new_state, {**logs, "d_loss": d_loss, "loss": logs["g_total"] + d_loss}
 
 
 # ----------------------------------------------------------------------------
@@ -284,38 +156,91 @@ def sample_grid(params: dict, model, rgb: np.ndarray, ir: np.ndarray | None) -> 
 
 
 # ----------------------------------------------------------------------------
+# Evaluation.
+# ----------------------------------------------------------------------------
+
+
+def siglip_ir_features(workdir: str, batch_size: int = 32):
+  """KID features on the IR tower of a SigLIP run: list of [H,W,1] in [0,1] -> [N, D], the
+  L2-normalised pooled IR embeddings (what retrieval compares) at the run's image size."""
+  _, model, params = checkpoint.load_run(workdir, siglip_model.from_config)
+  embed = jax.jit(lambda p, x: model.apply(p, x, "ir", method=model.embed_image))
+  return translation.embedding_features(
+    lambda x: np.asarray(embed(params, x)), model.image_size, batch_size
+  )
+
+
+def _evaluator(config, run: common.Run, model: cyclegan.CycleGAN):
+  e = config.eval
+  if not e.rgb_dir:
+    return None
+  predict = jax.jit(lambda p, x: model.rgb_to_ir.apply({"params": p}, x))
+  try:
+    kid_features = siglip_ir_features(e.kid_siglip) if e.kid_siglip and e.ref_ir_dir else None
+    return translation.TranslationEvaluator(e, predict, run.mesh, kid_features)
+  except FileNotFoundError as err:
+    raise common.UserError(f"translator eval data: {err}") from err
+
+
+def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]:
+  results = evaluator.run(params["rgb_to_ir"])
+  common.write_eval(run, step, results)
+  logging.info(
+    "eval at step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
+  )
+  return results
+
+
+# ----------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------
+
+
+def _pools(config) -> dict[str, dict]:
+  """The discriminators' two history pools of generated images (empty)."""
+  size = config.data.image_size
+  return {
+    name: gl.pool_init(config.pool_size, (size, size, channels))
+    for name, channels in (("pool_ir", cyclegan.IR_CHANNELS), ("pool_rgb", cyclegan.RGB_CHANNELS))
+  }
 
 
 def _init(config, run: common.Run, model: cyclegan.CycleGAN, tx) -> tuple[dict, Any]:
   """Shaped init of the four networks + Adam, plus the two (replicated) history pools."""
   size = config.data.image_size
   state, _ = common.init_state(lambda r: model.init(r, size), tx, config.seed, run.mesh)
-  repl = sharding.replicated(run.mesh)
-  for name, channels in (("pool_ir", cyclegan.IR_CHANNELS), ("pool_rgb", cyclegan.RGB_CHANNELS)):
-    state[name] = jax.device_put(gl.pool_init(config.pool_size, (size, size, channels)), repl)
-  # jit(tx.init) leaves scalars (Adam's count) on one device; the step's out_shardings
-  # need every leaf on the mesh.
-  on_mesh = lambda x: (
-    x if isinstance(x.sharding, jax.sharding.NamedSharding) else (jax.device_put(x, repl))
-  )
-  state = jax.tree.map(on_mesh, state)
+  state.update(jax.device_put(_pools(config), sharding.replicated(run.mesh)))
   return state, jax.tree.map(lambda x: x.sharding, state)
 
 
-def _evaluator(config, run: common.Run, model: cyclegan.CycleGAN):
-  if not config.eval.rgb_dir:
-    return None
-  predict = jax.jit(lambda p, x: model.rgb_to_ir.apply({"params": p}, x))
-  try:
-    return translation.TranslationEvaluator(config.eval, predict, run.mesh)
-  except FileNotFoundError as e:
-    raise common.UserError(f"translator eval data: {e}") from e
+def _jit_train_step(config, model: cyclegan.CycleGAN, tx, shardings):
+  step = functools.partial(
+    train_step, model=model, tx=tx, loss_cfg=config.loss, paired=config.data.paired
+  )
+  return common.jit_step(step, shardings)
+
+
+def step_program(config, mesh) -> common.StepProgram:
+  """The jitted train step of `config` on `mesh` with abstract state and global batch."""
+  model = cyclegan.from_config(config)
+  tx = make_optimizer(config.optim, config.total_steps)
+  size = config.data.image_size
+  state, _ = common.abstract_state(lambda r: model.init(r, size), tx, mesh)
+  repl = sharding.replicated(mesh)
+  pools = jax.eval_shape(lambda: _pools(config))
+  state.update(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), pools))
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  fields = {
+    "rgb": ((size, size, cyclegan.RGB_CHANNELS), jnp.float32),
+    "ir": ((size, size, cyclegan.IR_CHANNELS), jnp.float32),
+  }
+  batch = common.batch_struct(mesh, config.batch_size, fields)
+  return common.StepProgram(model, _jit_train_step(config, model, tx, shardings), state, batch)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains config.total_steps steps (resuming when possible) -> final losses + eval metrics."""
+  # ---------------------------------------------------------------- setup
   if config.data.image_size % 4:
     raise common.UserError(f"data.image_size={config.data.image_size} must divide by 4")
   ensure_demo_world(config.data)
@@ -323,20 +248,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   model = cyclegan.from_config(config)
   tx = make_optimizer(config.optim, config.total_steps)
   state, shardings = _init(config, run, model, tx)
-  loader = make_loader(
+  loader = translator_data.make_loader(
     config.data,
     local_batch=common.local_batch_size(config),
     num_steps=config.total_steps,
     seed=config.seed,
   )
   state, step = common.restore_or_init(run, state, shardings, loader)
-  step_fn = jax.jit(
-    functools.partial(
-      train_step, model=model, tx=tx, loss_cfg=config.loss, paired=config.data.paired
-    ),
-    out_shardings=(shardings, sharding.replicated(run.mesh)),
-    donate_argnums=0,
-  )
+  step_fn = _jit_train_step(config, model, tx, shardings)
   evaluator = _evaluator(config, run, model)
   # Grid rows: fixed held-out images when there is an eval set, else the first batch.
   samples, n = None, config.num_samples
@@ -345,6 +264,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   schedule = lr_schedule(config.optim, config.total_steps)
   progress = metrics.Progress(config.total_steps, start=step)
   logs, results = {}, {}
+
+  # ---------------------------------------------------------------- loop
   while step < config.total_steps:
     host_batch = next(loader)
     if samples is None:
@@ -353,21 +274,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     step += 1
     last = step == config.total_steps
     if step % config.log_every == 0 or last:
-      logs = {k: float(v) for k, v in jax.device_get(logs).items()}
-      common.check_finite(logs["g_total"] + logs["d_loss"], step, run)
-      run.writer.write_scalars(
-        step, {**{f"train/{k}": v for k, v in logs.items()}, "train/lr": float(schedule(step))}
-      )
-      progress.update(step, f"G {logs['g_total']:.3f} D {logs['d_loss']:.3f}", force=last)
+      lr = {"lr": float(schedule(step))}
+      logs = common.log_train_step(run, step, logs, progress, config.batch_size, lr)
     if config.sample_every and (step % config.sample_every == 0 or last):
       run.writer.write_image(
         step, "rgb_fakeir_recrgb", sample_grid(state["params"], model, *samples)
       )
     if evaluator is not None and (step % config.eval_every == 0 or last):
-      results = evaluator.run(state["params"]["rgb_to_ir"])
-      run.writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
-      logging.info("eval at step %d: %s", step, _format(results))
+      results = _evaluate(run, evaluator, state["params"], step)
     run.ckpt.save(step, state, loader, force=last)
+
+  # ---------------------------------------------------------------- finish
   if evaluator is not None and not results:  # resumed a finished run: report it again.
     results = evaluator.run(state["params"]["rgb_to_ir"])
   run.ckpt.close()
@@ -377,7 +294,3 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     **{f"train/{k}": float(v) for k, v in logs.items()},
     **{f"eval/{k}": v for k, v in results.items()},
   }
-
-
-def _format(results: dict[str, float]) -> str:
-  return " ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from configs import translator_cyclegan
+from data_prep.demo_world import world as demo_world
 from fusionrs_jax.core import metrics, records, sharding
+from fusionrs_jax.data import translator as translator_data
+from fusionrs_jax.evaluators import translation
 from fusionrs_jax.models import cyclegan
 from fusionrs_jax.trainers import translator
 
@@ -19,8 +22,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-  from data_prep.demo_world import world as demo_world
-
   out = str(tmp_path_factory.mktemp("demo") / "demo_world.raw")
   demo_world.build_demo_world(out, num_train=16, num_val=4, num_test=8, image_size=32, seed=0)
   return out
@@ -43,8 +44,8 @@ def _config(demo_dir, **overrides):
 def test_loader_yields_aligned_crops_in_range_and_is_deterministic(demo_dir):
   c = _config(demo_dir)
   c.data.load_size = 0
-  first = next(translator.make_loader(c.data, local_batch=4, num_steps=2, seed=3))
-  again = next(translator.make_loader(c.data, local_batch=4, num_steps=2, seed=3))
+  first = next(translator_data.make_loader(c.data, local_batch=4, num_steps=2, seed=3))
+  again = next(translator_data.make_loader(c.data, local_batch=4, num_steps=2, seed=3))
   assert first["rgb"].shape == (4, 16, 16, 3) and first["ir"].shape == (4, 16, 16, 1)
   assert first["rgb"].min() >= -1 and first["rgb"].max() <= 1
   np.testing.assert_array_equal(first["rgb"], again["rgb"])
@@ -56,10 +57,14 @@ def test_loader_yields_aligned_crops_in_range_and_is_deterministic(demo_dir):
 def test_unpaired_loader_splits_positions_between_processes(demo_dir):
   c = _config(demo_dir, **{"data.paired": False, "data.hflip": False, "data.load_size": 0})
   a = next(
-    translator.make_loader(c.data, local_batch=2, num_steps=1, seed=0, shard_index=0, shard_count=2)
+    translator_data.make_loader(
+      c.data, local_batch=2, num_steps=1, seed=0, shard_index=0, shard_count=2
+    )
   )
   b = next(
-    translator.make_loader(c.data, local_batch=2, num_steps=1, seed=0, shard_index=1, shard_count=2)
+    translator_data.make_loader(
+      c.data, local_batch=2, num_steps=1, seed=0, shard_index=1, shard_count=2
+    )
   )
   assert not np.array_equal(a["rgb"], b["rgb"])
 
@@ -68,7 +73,7 @@ def test_losses_decrease_when_overfitting_one_batch(demo_dir):
   c = _config(demo_dir, **{"optim.lr": 2e-3, "optim.constant_frac": 1.0, "loss.paired": 10.0})
   model = cyclegan.build("tiny")
   tx = translator.make_optimizer(c.optim, 40)
-  batch = next(translator.make_loader(c.data, local_batch=8, num_steps=1, seed=0))
+  batch = next(translator_data.make_loader(c.data, local_batch=8, num_steps=1, seed=0))
   mesh = sharding.make_mesh({"data": -1})
   params = model.init(jax.random.PRNGKey(0), 16)
   state = {
@@ -119,6 +124,22 @@ def test_resumed_run_matches_uninterrupted_run(demo_dir, tmp_path):
   grids = os.listdir(tmp_path / "full" / "images")
   assert "rgb_fakeir_recrgb_0000004.png" in grids
   assert metrics.read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
+
+
+@pytest.mark.slow
+def test_kid_on_siglip_ir_features_of_a_trained_run(tiny_siglip_run):
+  _, workdir, _ = tiny_siglip_run
+  features = translator.siglip_ir_features(workdir, batch_size=4)
+  rng = np.random.default_rng(1)
+  dark = [rng.uniform(0.0, 0.2, (40, 30, 1)).astype(np.float32) for _ in range(6)]
+  bright = [rng.uniform(0.8, 1.0, (20, 20, 1)).astype(np.float32) for _ in range(6)]
+  f_dark, f_bright = features(dark), features(bright)
+  assert f_dark.shape == (6, 32) and np.allclose(np.linalg.norm(f_dark, axis=1), 1.0, atol=1e-5)
+  # Same images give the same features, whatever the batch padding.
+  np.testing.assert_allclose(features(dark[:3]), f_dark[:3], atol=1e-6)
+  within = translation.kid(f_dark[:3], f_dark[3:], num_subsets=1)[0]
+  across = translation.kid(f_dark, f_bright, num_subsets=1)[0]
+  assert across > within
 
 
 @pytest.mark.slow
