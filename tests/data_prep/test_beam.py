@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,15 +20,12 @@ from data_prep.ingest import sources
 from data_prep.ingest import writer as ingest
 from data_prep.ir_text import captions as ir_captions
 from fusionrs_jax.core import checkpoint, records
+from fusionrs_jax.models import cyclegan
 
 
 @pytest.fixture(scope="module")
 def translator_run(tmp_path_factory):
   """A translator workdir with a random-init tiny generator (deterministic function)."""
-  import jax
-
-  from fusionrs_jax.models import cyclegan
-
   path = tmp_path_factory.mktemp("translator")
   params = cyclegan.build("tiny").init(jax.random.PRNGKey(0), 16)
   records.write_json_atomic(
