@@ -60,12 +60,12 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False):
   return train_step
 
 
-def init_image_encoder(path: str, state: dict, shardings: dict) -> dict:
+def init_image_encoder(path: str, state: dict, shardings: dict, config) -> dict:
   """Copies the RGB vision tower of a SigLIP run's Orbax checkpoint into params/img."""
   ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
   raw = ckpt.restore_raw()
   ckpt.close()
-  src = raw["params"]["params"].get("vision_model")
+  src = common.match_layer_layout(raw["params"], config)["params"].get("vision_model")
   if src is None:
     raise common.UserError(f"{path!r} holds no SigLIP vision_model params")
   src = {k: v for k, v in src.items() if k != "head"}
@@ -166,12 +166,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     text_len=config.data.text_len,
     prompt_len=config.data.prompt_len,
     augment=config.data.augment,
-    worker_count=config.data.worker_count,
+    worker_count=common.worker_count(config.data),
   )
-  data_iter = iter(loader)
+  data_iter = common.device_batches(loader, config.data, run.mesh)
   state, step = common.restore_or_init(run, state, shardings, data_iter)
   if step == 0 and config.model.image_encoder_init:
-    state = init_image_encoder(config.model.image_encoder_init, state, shardings)
+    state = init_image_encoder(config.model.image_encoder_init, state, shardings, config)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
   train_step = common.jit_step(
     make_train_step(model, tx, config.model.freeze_image_encoder), shardings
@@ -182,7 +182,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- loop
   with sharding.activate(run.mesh):
     while step < config.total_steps:
-      batch = sharding.place_batch(next(data_iter), run.mesh)
+      batch = next(data_iter)
       state, train_metrics = train_step(state, batch)
       step += 1
       if step % config.log_every == 0 or step == config.total_steps:
@@ -200,6 +200,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       run.ckpt.save(step, state, data_iter, force=step == config.total_steps)
 
   # ---------------------------------------------------------------- finish
+  data_iter.close()
   run.ckpt.close()
   run.writer.close()
   return result

@@ -22,6 +22,8 @@ from data_prep.ingest import tokenizer
 from data_prep.ir_text import captions as ir_captions
 from fusionrs_jax.core import checkpoint, metrics, records, sharding
 from fusionrs_jax.core.errors import NonFiniteLossError, UserError
+from fusionrs_jax.data import prefetch
+from fusionrs_jax.models import scan
 
 
 @dataclasses.dataclass
@@ -80,6 +82,17 @@ def local_batch_size(config) -> int:
 # ----------------------------------------------------------------------------
 # Data.
 # ----------------------------------------------------------------------------
+
+
+def device_batches(loader, data_config, mesh) -> prefetch.DevicePrefetch:
+  """The loader's batches placed on `mesh`, data_config.prefetch steps ahead (a thread)."""
+  place = lambda batch: sharding.place_batch(batch, mesh)
+  return prefetch.DevicePrefetch(iter(loader), place, size=data_config.get("prefetch", 2))
+
+
+def worker_count(data_config) -> int:
+  """Loader worker processes: data_config.worker_count, -1 = by the host's cores."""
+  return prefetch.resolve_worker_count(data_config.worker_count)
 
 
 def prepare_dataset(data_config) -> str:
@@ -335,12 +348,21 @@ def restore_or_init(run: Run, state: dict, shardings: Any, data_iterator=None) -
   return state, 0
 
 
-def init_params_from_checkpoint(path: str, params: Any, param_shardings: Any) -> Any:
-  """Params of another run's Orbax checkpoint folder (`.../checkpoints`), resharded."""
+def match_layer_layout(params: Any, config) -> Any:
+  """Params in the layer layout config.model.scan_layers asks for (stacked `layers` or
+  per-layer `layers_<i>`), whichever layout they were saved in."""
+  if config.model.get("scan_layers", False):
+    return scan.scan_params(params)
+  return scan.unscan_params(params)
+
+
+def init_params_from_checkpoint(path: str, params: Any, param_shardings: Any, config) -> Any:
+  """Params of another run's Orbax checkpoint folder (`.../checkpoints`), resharded and in
+  this config's layer layout."""
   ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
   raw = ckpt.restore_raw()
   ckpt.close()
-  src = raw.get("params", raw)
+  src = match_layer_layout(raw.get("params", raw), config)
   try:
     return jax.tree.map(
       lambda new, old, s: jax.device_put(np.asarray(old, new.dtype), s),

@@ -16,7 +16,9 @@ from fusionrs_jax.core import metrics, sharding
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import retrieval
 from fusionrs_jax.losses import sigmoid as losses
+from fusionrs_jax.models import scan
 from fusionrs_jax.models import siglip as siglip_model
+from fusionrs_jax.models.hf import siglip as hf_siglip
 from fusionrs_jax.trainers import common
 
 
@@ -88,11 +90,10 @@ def _maybe_init_from(config, model, state, shardings):
   if os.path.exists(os.path.join(src, "config.json")) and os.path.exists(
     os.path.join(src, "model.safetensors")
   ):
-    from fusionrs_jax.export import hf_siglip
-
-    loaded = hf_siglip.load_hf_siglip_like(src, state["params"])
+    loaded = hf_siglip.load_hf_siglip_like(src, scan.unscan_params(state["params"]))
+    loaded = common.match_layer_layout(loaded, config)
   else:
-    loaded = common.init_params_from_checkpoint(src, state["params"], shardings["params"])
+    loaded = common.init_params_from_checkpoint(src, state["params"], shardings["params"], config)
   params = jax.tree.map(lambda x, s: jax.device_put(x, s), loaded, shardings["params"])
   logging.info("initialised params from %s", src)
   return {**state, "params": params}
@@ -141,9 +142,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     caption_fields=tuple(config.data.caption_fields),
     augment=config.data.augment,
     missing_modality=config.data.missing_modality,
-    worker_count=config.data.worker_count,
+    worker_count=common.worker_count(config.data),
   )
-  data_iter = iter(loader)
+  data_iter = common.device_batches(loader, config.data, run.mesh)
   state, step = common.restore_or_init(run, state, shardings, data_iter)
   if step == 0:
     state = _maybe_init_from(config, model, state, shardings)
@@ -156,7 +157,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- loop
   with sharding.activate(run.mesh):
     while step < config.total_steps:
-      batch = sharding.place_batch(next(data_iter), run.mesh)
+      batch = next(data_iter)
       state, train_metrics = train_step(state, batch)
       step += 1
       if step % config.log_every == 0 or step == config.total_steps:
@@ -166,6 +167,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       run.ckpt.save(step, state, data_iter, force=step == config.total_steps)
 
   # ---------------------------------------------------------------- finish
+  data_iter.close()
   run.ckpt.close()
   run.writer.close()
   if result:
