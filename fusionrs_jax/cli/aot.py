@@ -22,6 +22,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Compile-only use of libtpu: several such processes (tests, a sweep) may run at once.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
+import hashlib
+import importlib.metadata
 import json
 import math
 import re
@@ -40,13 +42,16 @@ PROGRAMS = {"siglip": siglip, "captioner": captioner, "translator": translator}
 
 # Slice name -> (libtpu topology name, chips). v4/v5p names count TensorCores (2 per chip).
 _SLICES = {
-  "v5e": {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"},
+  "v5e": {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"},
   "v6e": {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"},
   "v4": {8: "2x2x1", 16: "2x2x2", 32: "2x2x4", 64: "2x4x4", 128: "4x4x4", 256: "4x4x8"},
   "v5p": {8: "2x2x1", 16: "2x2x2", 32: "2x2x4", 64: "2x4x4", 128: "4x4x4", 256: "4x4x8"},
 }
-# Generations whose chips have two TensorCores fused into one device ("megacore").
-_MEGACORE = ("v4", "v5p")
+# libtpu's generation names, and the extra arguments some need: v4 compiles one device per
+# TensorCore unless its two cores are fused ("megacore", how v4 pods train); v5p is fused by
+# default; a single v5e chip needs its own host bounds.
+_LIBTPU_NAME = {"v5e": "v5e", "v6e": "v6e", "v4": "v4", "v5p": "v5"}
+_KWARGS = {"v4": {"chip_config_name": "megacore"}}
 # HBM per chip that libtpu lets a program use (bytes), by device_kind; from its
 # RESOURCE_EXHAUSTED messages ("available HBM (15.75G)").
 HBM_BYTES = {
@@ -67,12 +72,14 @@ def topology_devices(name: str) -> tuple[str, list]:
     gen, n = m.group(1), int(m.group(2))
     if n not in _SLICES[gen]:
       raise ValueError(f"--topology={name}: known {gen} sizes are {sorted(_SLICES[gen])}")
-    topo = f"{gen}:{_SLICES[gen][n]}"
-  elif re.fullmatch(r"(v5e|v6e|v4|v5p):\d+x\d+(x\d+)?", name):
-    topo, gen = name, name.split(":")[0]
+    topo = f"{_LIBTPU_NAME[gen]}:{_SLICES[gen][n]}"
+  elif re.fullmatch(r"(v5e|v6e|v4|v5):\d+x\d+(x\d+)?", name):
+    topo, gen = name, {"v5": "v5p"}.get(name.split(":")[0], name.split(":")[0])
   else:
     raise ValueError(f"--topology={name}: expected e.g. v5e-256, v4-128, v5p-64 or v5e:2x2")
-  kwargs = {"chip_config_name": "megacore"} if gen in _MEGACORE else {}
+  kwargs = dict(_KWARGS.get(gen, {}))
+  if topo == "v5e:1x1":
+    kwargs["chips_per_host_bounds"] = (1, 1, 1)
   desc = topologies.get_topology_desc(topology_name=topo, platform="tpu", **kwargs)
   return topo, list(desc.devices)
 
@@ -81,9 +88,24 @@ def count_params(tree) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
-def compile_report(config, topology: str, min_headroom: float = 0.15) -> dict:
+def _versions() -> str:
+  try:
+    tpu = importlib.metadata.version("libtpu")
+  except importlib.metadata.PackageNotFoundError:
+    tpu = "none"
+  return f"jax {jax.__version__} libtpu {tpu}"
+
+
+def compile_report(
+  config, topology: str, min_headroom: float = 0.15, cache_dir: str | None = None
+) -> dict:
   """Compiles config's train step for `topology`; the report's "fits" says whether the
-  per-chip peak HBM leaves `min_headroom` of the chip's capacity free."""
+  per-chip peak HBM leaves `min_headroom` of the chip's capacity free.
+
+  With `cache_dir`, a report is reused when the lowered program (StableHLO text), the
+  topology, the headroom rule and the jax/libtpu versions are all the same. (JAX's own
+  persistent compilation cache cannot serve compile-only TPU executables on a CPU host:
+  it writes entries but fails to load them.)"""
   topo, devices = topology_devices(topology)
   kind = devices[0].device_kind
   mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
@@ -101,10 +123,30 @@ def compile_report(config, topology: str, min_headroom: float = 0.15) -> dict:
     "params": count_params(program.state["params"]),
     "dtype": config.model.dtype,
     "remat": config.model.get("remat", False),
+    "remat_policy": config.model.get("remat_policy", ""),
+    "scan_layers": config.model.get("scan_layers", False),
+    "mu_dtype": config.optim.get("mu_dtype", "float32"),
     "hbm_capacity_bytes": int(HBM_BYTES.get(kind, 0)),
   }
   t0 = time.perf_counter()
-  lowered = program.step.lower(program.state, program.batch)
+  lowered = program.lower()
+  key = hashlib.sha256(
+    "\n".join([lowered.as_text(), topo, str(min_headroom), _versions()]).encode()
+  ).hexdigest()[:24]
+  cached = os.path.join(cache_dir, f"aot_{key}.json") if cache_dir else None
+  if cached and os.path.isfile(cached):
+    with open(cached) as f:
+      return {**report, **json.load(f), "cached": True}
+  report.update(_compile(lowered, report, t0, min_headroom, kind))
+  if cached:
+    os.makedirs(cache_dir, exist_ok=True)
+    records.write_json_atomic(cached, {k: v for k, v in report.items() if k != "cached"})
+  return report
+
+
+def _compile(lowered, report: dict, t0: float, min_headroom: float, kind: str) -> dict:
+  """The compiler's answer for one lowered program: memory, FLOPs, fit."""
+  report = dict(report)
   try:
     compiled = lowered.compile()
   except Exception as e:
@@ -151,13 +193,6 @@ def compile_report(config, topology: str, min_headroom: float = 0.15) -> dict:
   return report
 
 
-def enable_cache(path: str) -> None:
-  if path:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
   flags.DEFINE_string(
@@ -170,7 +205,9 @@ def define_flags() -> None:
     "min_headroom", 0.15, "Fraction of HBM that must stay free for the program to fit."
   )
   flags.DEFINE_string(
-    "cache_dir", os.path.expanduser("~/.cache/fusionrs_jax/xla"), "Persistent compilation cache."
+    "cache_dir",
+    os.path.expanduser("~/.cache/fusionrs_jax/aot"),
+    "Reports of programs already compiled ( = none).",
   )
   flags.DEFINE_string("out", None, "Also write the JSON here.")
 
@@ -179,13 +216,14 @@ def main(argv) -> None:
   if len(argv) > 1:
     print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
     sys.exit(2)
-  enable_cache(flags.FLAGS.cache_dir)
   config = flags.FLAGS.config
   if config.get("trainer") not in PROGRAMS:
     print(f"error: config.trainer {config.get('trainer')!r} has no train step", file=sys.stderr)
     sys.exit(2)
   try:
-    report = compile_report(config, flags.FLAGS.topology, flags.FLAGS.min_headroom)
+    report = compile_report(
+      config, flags.FLAGS.topology, flags.FLAGS.min_headroom, flags.FLAGS.cache_dir
+    )
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -144,7 +144,7 @@ def step_program(config, mesh) -> common.StepProgram:
   state, shardings = common.abstract_state(init_fn(model), tx, mesh)
   step = common.jit_step(make_train_step(model, tx, config.model.freeze_image_encoder), shardings)
   batch = common.batch_struct(mesh, config.batch_size, batch_fields(config, model))
-  return common.StepProgram(model, step, state, batch)
+  return common.StepProgram(model, step, state, batch, mesh)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:

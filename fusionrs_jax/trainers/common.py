@@ -281,6 +281,13 @@ class StepProgram:
   step: Any  # jax.jit-wrapped (state, batch) -> (state, metrics), state donated
   state: dict  # ShapeDtypeStructs with shardings
   batch: dict  # global batch, ShapeDtypeStructs with the batch sharding
+  mesh: Any
+
+  def lower(self):
+    """Traces the step as the training loop does: inside sharding.activate(mesh), so the
+    models' logical activation constraints (batch-sharded activations) are in force."""
+    with sharding.activate(self.mesh):
+      return self.step.lower(self.state, self.batch)
 
 
 def jit_step(fn: Callable, shardings: Any) -> Any:

@@ -235,7 +235,9 @@ def step_program(config, mesh) -> common.StepProgram:
     "ir": ((size, size, cyclegan.IR_CHANNELS), jnp.float32),
   }
   batch = common.batch_struct(mesh, config.batch_size, fields)
-  return common.StepProgram(model, _jit_train_step(config, model, tx, shardings), state, batch)
+  return common.StepProgram(
+    model, _jit_train_step(config, model, tx, shardings), state, batch, mesh
+  )
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:

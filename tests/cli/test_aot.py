@@ -54,6 +54,16 @@ def test_tiny_preset_of_each_trainer_compiles_and_fits_on_v5e_2x2(cache_dir, tmp
   assert report["flops_per_chip_per_step"] > 0 and report["params"] > 0
 
 
+def test_a_second_check_of_the_same_program_reads_the_report_cache(cache_dir, tmp_path):
+  args = ("--config=configs/siglip_ir.py:size=tiny", "--topology=v5e:2x2")
+  first, second = (json.loads(_aot(cache_dir, *args).stdout) for _ in range(2))
+  assert second.pop("cached") is True and "cached" not in first
+  assert second == first
+  # A different program (another batch size) is compiled, not read from the cache.
+  other = json.loads(_aot(cache_dir, *args, "--config.batch_size=32").stdout)
+  assert "cached" not in other and other["per_chip_batch"] == 8
+
+
 def test_a_program_too_big_for_hbm_does_not_fit(cache_dir):
   """A million 32 px examples per step: the compiler's own out-of-memory is the answer."""
   proc = _aot(
