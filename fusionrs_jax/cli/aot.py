@@ -121,6 +121,7 @@ def compile_report(
     "global_batch": config.batch_size,
     "per_chip_batch": config.batch_size / sharding.num_batch_shards(mesh),
     "params": count_params(program.state["params"]),
+    "image_size": next((v.shape[1] for k, v in program.batch.items() if k in ("rgb", "ir")), 0),
     "dtype": config.model.dtype,
     "remat": config.model.get("remat", False),
     "remat_policy": config.model.get("remat_policy", ""),
