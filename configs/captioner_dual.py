@@ -95,6 +95,8 @@ def get_config(arg=None):
     c.mesh.data, c.mesh.fsdp = 1, -1
     c.model.dtype = "bfloat16"
     c.model.remat = True
+    # One scanned layer body: the compiled program (and its compile time) does not grow with depth.
+    c.model.scan_layers = True
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16

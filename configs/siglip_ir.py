@@ -111,9 +111,11 @@ def get_config(arg=None):
     # batch is still split over all of them (data x fsdp).
     c.mesh.data, c.mesh.fsdp = 1, -1
     # Pod recipe (checked by `python -m fusionrs_jax.cli.aot`, see README "Scale-out"):
-    # bf16 compute with float32 params and Adam moments, blocks rematerialised.
+    # bf16 compute with float32 params and Adam moments, blocks rematerialised (remat_policy).
     c.model.dtype = "bfloat16"
     c.model.remat = True
+    # One scanned layer body: the compiled program (and its compile time) does not grow with depth.
+    c.model.scan_layers = True
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16

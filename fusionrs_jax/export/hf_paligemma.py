@@ -19,6 +19,7 @@ from fusionrs_jax import models
 from fusionrs_jax.core import checkpoint
 from fusionrs_jax.export import command
 from fusionrs_jax.export.hf_siglip import run_tokenizer
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.hf import paligemma as hf_paligemma
 
 
@@ -31,7 +32,8 @@ def export_run(workdir: str, out_dir: str, step: int | None = None) -> dict:
   spm_path = run_tokenizer(config)
   model = models.from_config(config)
   step, raw = checkpoint.run_params(workdir, step)
-  params = jax.tree.map(np.asarray, raw)
+  # HF names are per layer: a scanned run's stacked layers are split first.
+  params = jax.tree.map(np.asarray, scan.unscan_params(raw))
   hf_paligemma.save_hf_paligemma(params, model, out_dir, spm_path)
   return {"out": out_dir, "inputs": model.inputs, "step": int(step)}
 

@@ -16,6 +16,7 @@ from absl import flags
 from fusionrs_jax import models
 from fusionrs_jax.core import checkpoint, records
 from fusionrs_jax.export import command
+from fusionrs_jax.models import scan
 from fusionrs_jax.models.hf import siglip as hf_siglip
 
 
@@ -46,7 +47,8 @@ def export_run(workdir: str, out_dir: str, step=None, tokenizer: str | None = No
   model = models.from_config(config)
   hp = {k: getattr(model, k) for k in hf_siglip.HP_KEYS}
   step, raw = checkpoint.run_params(workdir, step)
-  params = jax.tree_util.tree_map(np.asarray, hf_siglip.plain_params(raw))
+  # HF names are per layer: a scanned run's stacked layers are split first.
+  params = jax.tree_util.tree_map(np.asarray, hf_siglip.plain_params(scan.unscan_params(raw)))
   hf_siglip.save_hf_siglip(params, hp, out_dir)
   hf_siglip.save_hf_tokenizer(spm_path, out_dir, hp["text_len"])
   hf_siglip.save_hf_image_processor(out_dir, hp["image_size"])
