@@ -93,6 +93,9 @@ def get_config(arg=None):
     # Pod recipe (checked by `python -m fusionrs_jax.cli.aot`, see README "Scale-out"):
     # FSDP over every chip, bf16 compute with float32 params and Adam moments, remat.
     c.mesh.data, c.mesh.fsdp = 1, -1
+    # Its So400m vision tower's widths divide by 128 chips, not 256 (1152 = 2^7 * 9):
+    # fsdp stops at 128 and larger slices add tensor parallelism (model axis).
+    c.mesh.fsdp_max = 128
     c.model.dtype = "bfloat16"
     c.model.remat = True
     # One scanned layer body: the compiled program (and its compile time) does not grow with depth.

@@ -36,7 +36,9 @@ def run_config(trainer: str) -> ml_collections.ConfigDict:
   c.seed = 0
   # Device mesh sizes; -1 = all remaining devices. data x fsdp shards the batch,
   # fsdp also shards params/optimizer state, model shards mlp/heads/vocab.
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+  # Device mesh; one axis may be -1 (the rest). fsdp_max > 0 caps fsdp, moving the rest of
+  # it to data (for widths that do not divide by the slice size).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1, "fsdp_max": 0})
   c.total_steps = 1000
   # Global batch size (all processes together); must divide by data*fsdp.
   c.batch_size = 64

@@ -110,6 +110,10 @@ def get_config(arg=None):
     # FSDP: params and Adam moments of ViT-B and larger are sharded over every chip; the
     # batch is still split over all of them (data x fsdp).
     c.mesh.data, c.mesh.fsdp = 1, -1
+    # Widths bound fsdp: B16's 768 = 2^8 * 3 divides by 256 chips, not 512; So400m's
+    # 1152 = 2^7 * 9 (MLP 4304 = 2^4 * 269) by 128, not 256. Beyond that, larger slices add
+    # tensor parallelism (model axis) so each chip still holds ~1/#chips of the params.
+    c.mesh.fsdp_max = 128 if arg.size == "So400m" else 256
     # Pod recipe (checked by `python -m fusionrs_jax.cli.aot`, see README "Scale-out"):
     # bf16 compute with float32 params and Adam moments, blocks rematerialised (remat_policy).
     c.model.dtype = "bfloat16"

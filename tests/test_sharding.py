@@ -108,7 +108,7 @@ def test_param_shardings_fall_back_complete_fsdp_and_log_what_stays_replicated(c
     # Neither 1152 nor 4304 (2**4 * 269) takes 256: replicated, and logged.
     "fits_nowhere": _boxed((1152, 4304), ("embed", "mlp")),
     # Under the size threshold: replicated on purpose, only counted.
-    "small": _boxed((1000,), ("embed",)),
+    "small": _boxed((500,), ("embed",)),
   }
   with caplog.at_level(logging.INFO):
     sh = sharding.param_shardings(params, mesh)
@@ -123,7 +123,7 @@ def test_param_shardings_fall_back_complete_fsdp_and_log_what_stays_replicated(c
     "sharding: ['fits_nowhere'] (1152, 4304) (19,832,832 bytes) stays replicated over fsdp: "
     "no dimension is divisible by 256"
   ]
-  assert any("1 arrays under 1024 elements (4,000 bytes in all)" in m for m in lines)
+  assert any("1 arrays under 512 elements (2,000 bytes in all)" in m for m in lines)
   summary = [r for r in caplog.records if r.levelno == logging.WARNING]
   assert len(summary) == 1 and "fsdp=256" in summary[0].getMessage()
 
@@ -147,3 +147,16 @@ def test_place_batch_builds_global_arrays_split_over_batch_shards():
   np.testing.assert_array_equal(np.asarray(placed["rgb"]), batch["rgb"])
   shard_rows = {s.data.shape[0] for s in placed["rgb"].addressable_shards}
   assert shard_rows == {2}  # 16 rows over 8 batch shards.
+
+
+@pytest.mark.parametrize(
+  "devices,want", [(256, (1, 128, 2)), (512, (1, 128, 4)), (128, (1, 128, 1)), (64, (1, 64, 1))]
+)
+def test_fsdp_max_moves_the_rest_of_fsdp_to_model(devices, want):
+  axes = {"data": 1, "fsdp": -1, "model": 1, "fsdp_max": 128}
+  assert sharding.mesh_shape(axes, devices) == want
+
+
+def test_fsdp_max_must_divide_fsdp():
+  with pytest.raises(ValueError, match="fsdp=96 is not a multiple of fsdp_max=64"):
+    sharding.mesh_shape({"data": 1, "fsdp": -1, "model": 1, "fsdp_max": 64}, 96)

@@ -40,13 +40,20 @@ FSDP_AXES = ("fsdp",)
 # Arrays with fewer elements than this (4 KiB in float32: LayerNorm scales and biases of
 # width-sized vectors) get no fallback dim and no FSDP axes: they keep only what their
 # annotation places, since gathering them costs a collective and saves next to nothing.
-# Kept low on purpose: on 256+ chips a ViT-B's per-chip share is ~3 MB, so replicating every
-# 3072-wide MLP bias too would already add 10% to it.
-MIN_SHARD_ELEMENTS = 2**10
+# Kept low on purpose: on 512 chips a ViT-B's per-chip share is ~1.3 MB, so replicating its
+# 768-wide LayerNorm scales and per-head biases would add ~30% to it (2**10 gave 1.31x of
+# total/#chips there, 2**9 gives under 1.2x).
+MIN_SHARD_ELEMENTS = 2**9
 
 
 def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
-  """Resolves a {data, fsdp, model} size dict (one -1 = the rest) to a full shape."""
+  """Resolves a {data, fsdp, model} size dict (one -1 = the rest) to a full shape.
+
+  An optional `fsdp_max` caps fsdp; the remaining factor goes to `model` (tensor
+  parallelism), so every chip still holds ~1/#chips of the params: a model whose widths
+  divide by 128 but not 256 (So400m: 1152 = 2^7 * 9) runs on a 256-chip slice as
+  fsdp=128 x model=2 instead of replicating over fsdp=256.
+  """
   sizes = [int(axis_sizes.get(a, 1)) for a in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
@@ -57,6 +64,12 @@ def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> tuple[int, ..
         f"mesh: {num_devices} devices do not divide by the fixed axes {dict(zip(MESH_AXES, sizes))}"
       )
     sizes[sizes.index(-1)] = num_devices // known
+  cap, fsdp = int(axis_sizes.get("fsdp_max", 0)), MESH_AXES.index("fsdp")
+  if cap > 0 and sizes[fsdp] > cap:
+    if sizes[fsdp] % cap:
+      raise ValueError(f"mesh: fsdp={sizes[fsdp]} is not a multiple of fsdp_max={cap}")
+    sizes[MESH_AXES.index("model")] *= sizes[fsdp] // cap
+    sizes[fsdp] = cap
   if math.prod(sizes) != num_devices:
     raise ValueError(
       f"mesh: axes {dict(zip(MESH_AXES, sizes))} need {math.prod(sizes)} "
