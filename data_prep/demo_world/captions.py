@@ -12,29 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-NUMBER_WORDS = (
-  "zero",
-  "one",
-  "two",
-  "three",
-  "four",
-  "five",
-  "six",
-  "seven",
-  "eight",
-  "nine",
-  "ten",
-  "eleven",
-  "twelve",
-  "thirteen",
-  "fourteen",
-  "fifteen",
-  "sixteen",
-  "seventeen",
-  "eighteen",
-  "nineteen",
-  "twenty",
-)
+from data_prep.ir_text.lexicon import NUMBER_WORDS
 
 # Countable category -> (singular, plural) nouns the captions may use for it.
 COUNT_NOUNS = {

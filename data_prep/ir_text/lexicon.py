@@ -152,7 +152,8 @@ RELATED = {
   "railway": {"bridge"},
 }
 
-_NUMBER_WORDS = [
+# Number words 0..20, as both caption writers spell counts.
+NUMBER_WORDS = (
   "zero",
   "one",
   "two",
@@ -174,8 +175,8 @@ _NUMBER_WORDS = [
   "eighteen",
   "nineteen",
   "twenty",
-]
-NUMBER_VALUE = {w: i for i, w in enumerate(_NUMBER_WORDS)}
+)
+NUMBER_VALUE = {w: i for i, w in enumerate(NUMBER_WORDS)}
 NUMBER_VALUE["single"] = 1
 # Words that end a noun phrase: a number before them does not count the next noun.
 _PHRASE_BREAKS = frozenset(
@@ -317,4 +318,4 @@ def stated_counts(texts: Iterable[str]) -> dict[str, int]:
 
 
 def number_word(n: int) -> str:
-  return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
+  return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fusionrs_jax.models import scan
-from fusionrs_jax.models.vit import Dtype, Encoder, layer_norm, param_with_axes
+from fusionrs_jax.models.vit import Dtype, encoder_of, layer_norm, param_with_axes
 
 
 class TextTransformer(nn.Module):
@@ -46,16 +46,7 @@ class TextTransformer(nn.Module):
       (self.text_len, self.width),
     )  # [text_len, D]
     x = embed(tokens).astype(self.dtype) + pos[:length].astype(self.dtype)[None]
-    x = Encoder(
-      self.depth,
-      self.mlp_dim,
-      self.num_heads,
-      self.remat,
-      self.dtype,
-      self.remat_policy,
-      self.scan_layers,
-      name="encoder",
-    )(x)
+    x = encoder_of(self)(x)
     x = layer_norm("final_layer_norm", self.dtype)(x)
     # SigLIP pools the last position, which is usually padding: it was trained that way.
     pooled = nn.Dense(

@@ -176,6 +176,20 @@ class Encoder(nn.Module):
     return x
 
 
+def encoder_of(tower: nn.Module) -> "Encoder":
+  """The transformer stack of a tower (ViT or text), from the tower's own fields."""
+  return Encoder(
+    tower.depth,
+    tower.mlp_dim,
+    tower.num_heads,
+    tower.remat,
+    tower.dtype,
+    tower.remat_policy,
+    tower.scan_layers,
+    name="encoder",
+  )
+
+
 class MAPHead(nn.Module):
   """Multihead attention pooling: one learned probe attends over the tokens, then LN + MLP residual."""
 
@@ -251,16 +265,7 @@ class ViT(nn.Module):
     if x.shape[1] != num_patches:
       raise ValueError(f"got {x.shape[1]} patches, position table has {num_patches}")
     x = x + pos.astype(self.dtype)[None]
-    x = Encoder(
-      self.depth,
-      self.mlp_dim,
-      self.num_heads,
-      self.remat,
-      self.dtype,
-      self.remat_policy,
-      self.scan_layers,
-      name="encoder",
-    )(x)
+    x = encoder_of(self)(x)
     tokens = layer_norm("post_layernorm", self.dtype)(x)
     pooled = None
     if self.use_head:

@@ -140,20 +140,15 @@ def batch_fields(config, model) -> dict[str, tuple[tuple[int, ...], Any]]:
 def step_program(config, mesh) -> common.StepProgram:
   """The jitted train step of `config` on `mesh` with abstract state and global batch."""
   model = captioner_model.from_config(config)
-  tx = common.make_optimizer(config.optim, config.total_steps)
-  state, shardings = common.abstract_state(init_fn(model), tx, mesh)
-  step = common.jit_step(make_train_step(model, tx, config.model.freeze_image_encoder), shardings)
-  batch = common.batch_struct(mesh, config.batch_size, batch_fields(config, model))
-  return common.StepProgram(model, step, state, batch, mesh)
+  fields = batch_fields(config, model)
+  make_step = lambda tx: make_train_step(model, tx, config.model.freeze_image_encoder)
+  return common.step_program(config, mesh, model, init_fn(model), make_step, fields)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup
-  run = common.setup_run(config, workdir)
-  data_dir = common.prepare_dataset(config.data)
-  model = captioner_model.from_config(config)
-  tx = common.make_optimizer(config.optim, config.total_steps)
-  state, shardings = common.init_state(init_fn(model), tx, config.seed, run.mesh)
+  run, data_dir, program, state, shardings = common.start(config, workdir, step_program)
+  model = program.model
   loader = captioner_data.make_train_loader(
     data_dir,
     config.data.train_split,
@@ -173,9 +168,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if step == 0 and config.model.image_encoder_init:
     state = init_image_encoder(config.model.image_encoder_init, state, shardings, config)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
-  train_step = common.jit_step(
-    make_train_step(model, tx, config.model.freeze_image_encoder), shardings
-  )
+  train_step = program.step
   progress = metrics.Progress(config.total_steps, start=step)
   result: dict[str, Any] = {}
 

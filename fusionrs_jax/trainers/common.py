@@ -70,6 +70,17 @@ def setup_run(config, workdir: str) -> Run:
   return Run(config, workdir, mesh, writer, ckpt)
 
 
+def start(config, workdir: str, step_program: Callable) -> tuple[Run, str, Any, dict, Any]:
+  """Run folder + mesh, the dataset (demo world built if asked), the trainer's StepProgram
+  on the mesh, and its freshly initialised sharded state: (run, data_dir, program, state,
+  shardings). The step main runs is the one `python -m fusionrs_jax.cli.aot` compiles."""
+  run = setup_run(config, workdir)
+  data_dir = prepare_dataset(config.data)
+  program = step_program(config, run.mesh)
+  state, shardings = init_state(program.init_params, program.tx, config.seed, run.mesh)
+  return run, data_dir, program, state, shardings
+
+
 def local_batch_size(config) -> int:
   """This process's share of the global batch."""
   if config.batch_size % jax.process_count():
@@ -282,12 +293,24 @@ class StepProgram:
   state: dict  # ShapeDtypeStructs with shardings
   batch: dict  # global batch, ShapeDtypeStructs with the batch sharding
   mesh: Any
+  tx: optax.GradientTransformation
+  init_params: Callable[[jax.Array], Any]  # rng -> boxed params, for init_state
 
   def lower(self):
     """Traces the step as the training loop does: inside sharding.activate(mesh), so the
     models' logical activation constraints (batch-sharded activations) are in force."""
     with sharding.activate(self.mesh):
       return self.step.lower(self.state, self.batch)
+
+
+def step_program(config, mesh, model, init_params, make_step, fields) -> StepProgram:
+  """A StepProgram of `model` on `mesh`: abstract state from `init_params` and the config's
+  optimizer, `make_step(tx)` -> the (state, batch) step, `fields` per-example batch fields."""
+  tx = make_optimizer(config.optim, config.total_steps)
+  state, shardings = abstract_state(init_params, tx, mesh)
+  batch = batch_struct(mesh, config.batch_size, fields)
+  step = jit_step(make_step(tx), shardings)
+  return StepProgram(model, step, state, batch, mesh, tx, init_params)
 
 
 def jit_step(fn: Callable, shardings: Any) -> Any:

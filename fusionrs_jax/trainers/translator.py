@@ -235,9 +235,8 @@ def step_program(config, mesh) -> common.StepProgram:
     "ir": ((size, size, cyclegan.IR_CHANNELS), jnp.float32),
   }
   batch = common.batch_struct(mesh, config.batch_size, fields)
-  return common.StepProgram(
-    model, _jit_train_step(config, model, tx, shardings), state, batch, mesh
-  )
+  step = _jit_train_step(config, model, tx, shardings)
+  return common.StepProgram(model, step, state, batch, mesh, tx, lambda r: model.init(r, size))
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:

@@ -68,6 +68,22 @@ def test_every_inputs_ablation_gets_the_same_tasks_only_the_prompt_names_the_ima
     assert pairs["instruction"] == [("is it bright?", "no")]
 
 
+def _tiny_loader(tiny_dataset, config, batch_size):
+  return captioner_data.make_train_loader(
+    tiny_dataset,
+    "train",
+    batch_size=batch_size,
+    image_size=32,
+    seed=0,
+    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
+    inputs="rgb_ir",
+    task_weights=dict(config.data.task_weights),
+    text_len=32,
+    prompt_len=12,
+    augment=config.data.augment,
+  )
+
+
 def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
   config = tiny_config(
     "captioner_dual",
@@ -80,19 +96,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_dataset):
   tx = common.make_optimizer(config.optim, config.total_steps)
   mesh = sharding.make_mesh(dict(config.mesh))
   state, shardings = common.init_state(captioner.init_fn(model), tx, 0, mesh)
-  loader = captioner_data.make_train_loader(
-    tiny_dataset,
-    "train",
-    batch_size=16,
-    image_size=32,
-    seed=0,
-    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
-    inputs="rgb_ir",
-    task_weights=dict(config.data.task_weights),
-    text_len=32,
-    prompt_len=12,
-    augment=False,
-  )
+  loader = _tiny_loader(tiny_dataset, config, batch_size=16)
   step = jax.jit(
     captioner.make_train_step(model, tx),
     in_shardings=(shardings, None),
@@ -117,18 +121,7 @@ def test_frozen_image_encoder_does_not_move(tiny_dataset):
   mesh = sharding.make_mesh(dict(config.mesh))
   state, _ = common.init_state(captioner.init_fn(model), tx, 0, mesh)
   before = jax.tree.map(np.asarray, state["params"])
-  loader = captioner_data.make_train_loader(
-    tiny_dataset,
-    "train",
-    batch_size=8,
-    image_size=32,
-    seed=0,
-    tokenizer_path=os.path.join(tiny_dataset, "tokenizer.model"),
-    inputs="rgb_ir",
-    task_weights=dict(config.data.task_weights),
-    text_len=32,
-    prompt_len=12,
-  )
+  loader = _tiny_loader(tiny_dataset, config, batch_size=8)
   step = jax.jit(captioner.make_train_step(model, tx, freeze_image_encoder=True))
   with sharding.activate(mesh):
     batch = sharding.place_batch(next(iter(loader)), mesh)
