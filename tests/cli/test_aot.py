@@ -54,7 +54,8 @@ def test_tiny_preset_of_each_trainer_compiles_and_fits_on_v5e_2x2(cache_dir, tmp
   assert report["flops_per_chip_per_step"] > 0 and report["params"] > 0
 
 
-def test_a_second_check_of_the_same_program_reads_the_report_cache(cache_dir, tmp_path):
+def test_a_second_check_of_the_same_program_reads_the_report_cache(tmp_path):
+  cache_dir = str(tmp_path / "fresh_cache")
   args = ("--config=configs/siglip_ir.py:size=tiny", "--topology=v5e:2x2")
   first, second = (json.loads(_aot(cache_dir, *args).stdout) for _ in range(2))
   assert second.pop("cached") is True and "cached" not in first
