@@ -238,6 +238,7 @@ def main(argv) -> None:
 
 
 def entry():
+  app.define_help_flags()
   try:
     remaining = flags.FLAGS(sys.argv)
     if flags.FLAGS.config is None:

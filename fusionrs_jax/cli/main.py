@@ -107,6 +107,7 @@ def _one_line(e: BaseException) -> str:
 def entry():
   """Console-script entry; config/flag errors (missing file, malformed or misspelt
   override, failing get_config) are one line, not a traceback."""
+  app.define_help_flags()
   try:
     remaining = flags.FLAGS(sys.argv)
     # Checked here, not with mark_flag_as_required: other code (grain workers) parses

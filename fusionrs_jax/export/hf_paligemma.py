@@ -16,8 +16,8 @@ import numpy as np
 from absl import flags
 
 from fusionrs_jax import models
+from fusionrs_jax.cli import command
 from fusionrs_jax.core import checkpoint
-from fusionrs_jax.export import command
 from fusionrs_jax.export.hf_siglip import run_tokenizer
 from fusionrs_jax.models import scan
 from fusionrs_jax.models.hf import paligemma as hf_paligemma

@@ -14,8 +14,8 @@ import numpy as np
 from absl import flags
 
 from fusionrs_jax import models
+from fusionrs_jax.cli import command
 from fusionrs_jax.core import checkpoint, records
-from fusionrs_jax.export import command
 from fusionrs_jax.models import scan
 from fusionrs_jax.models.hf import siglip as hf_siglip
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from absl import flags
 from torch import nn
 
+from fusionrs_jax.cli import command
 from fusionrs_jax.core import checkpoint
-from fusionrs_jax.export import command
 from fusionrs_jax.models import cyclegan
 
 

@@ -1,4 +1,4 @@
-"""How the export commands start and fail: absl flags, `--help` from the module docstring, and
+"""How commands start and fail: absl flags, `--help` from the module docstring, and
 every user mistake (unknown flag, missing or wrong folder) as one `error: ...` line, exit 2."""
 
 import sys
