@@ -1,9 +1,9 @@
 r"""The pod presets, compiled for their TPU topologies on this CPU host, and the README table.
 
-  python -m benchmarks.aot_presets [--only NAME] [--out_dir benchmarks/results/aot]
+  python -m benchmarks.aot_presets [--only=NAME,...] [--out_dir=benchmarks/results/aot] [--force]
       runs `python -m fusionrs_jax.cli.aot` for every preset below (each writes its JSON;
       a preset whose JSON already exists is skipped unless --force)
-  python -m benchmarks.aot_presets --table [--input_rate benchmarks/results/input_pipeline.json]
+  python -m benchmarks.aot_presets --table [--input_rate=benchmarks/results/input_pipeline.json]
       prints the README's scale-out table from those JSONs
 
 Every number in the table except the last two columns comes from XLA's TPU compiler
@@ -15,11 +15,14 @@ records/s of one input-pipeline core at the preset's resolution.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
+
+from absl import flags
+
+from fusionrs_jax.cli import command
 
 # name -> (config, topology, extra overrides)
 PRESETS = {
@@ -31,6 +34,7 @@ PRESETS = {
   "translator_paper_v5e-1": ("configs/translator_cyclegan.py:size=paper", "v5e-1", ()),
 }
 OUT_DIR = os.path.join("benchmarks", "results", "aot")
+INPUT_RATE = os.path.join("benchmarks", "results", "input_pipeline.json")
 
 
 def run(names, out_dir: str, force: bool) -> int:
@@ -112,26 +116,30 @@ def table(out_dir: str, input_rate: str | None) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--only", default="", help="comma-separated preset names")
-  parser.add_argument("--out_dir", default=OUT_DIR)
-  parser.add_argument("--force", action="store_true")
-  parser.add_argument("--table", action="store_true")
-  parser.add_argument(
-    "--input_rate", default=os.path.join("benchmarks", "results", "input_pipeline.json")
-  )
-  args = parser.parse_args(argv)
-  if args.table:
-    print(table(args.out_dir, args.input_rate))
+def main(argv) -> int:
+  del argv  # command.run refuses positional arguments
+  f = flags.FLAGS
+  if f.table:
+    print(table(f.out_dir, f.input_rate))
     return 0
-  names = [n for n in args.only.split(",") if n] or list(PRESETS)
+  names = [n for n in f.only.split(",") if n] or list(PRESETS)
   unknown = [n for n in names if n not in PRESETS]
   if unknown:
-    print(f"error: unknown preset(s) {unknown}; known: {', '.join(PRESETS)}", file=sys.stderr)
-    return 2
-  return 1 if run(names, args.out_dir, args.force) else 0
+    command.fail(f"unknown preset(s) {unknown}; known: {', '.join(PRESETS)}")
+  return 1 if run(names, f.out_dir, f.force) else 0
+
+
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_string("only", "", "Comma-separated preset names (default: every preset).")
+  flags.DEFINE_string("out_dir", OUT_DIR, "Folder of the per-preset AOT JSON reports.")
+  flags.DEFINE_bool("force", False, "Recompile presets whose JSON already exists.")
+  flags.DEFINE_bool("table", False, "Print the README table from --out_dir instead of compiling.")
+  flags.DEFINE_string(
+    "input_rate", INPUT_RATE, "benchmarks.input_pipeline JSON (records/s of one input core)."
+  )
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  command.run(main)

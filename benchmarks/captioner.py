@@ -7,16 +7,16 @@ as with transformers' min_new_tokens).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from fusionrs_jax.cli import command
 from fusionrs_jax.models import captioner, decoding, gemma, siglip
 from fusionrs_jax.trainers import captioner as trainer
 
@@ -86,18 +86,12 @@ def torch_speed(model, params, batch, max_len, repeats):
   return prompt.shape[0] * max_len / secs, out[:, inp["input_ids"].shape[1] :].numpy()
 
 
-def main(argv) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="tiny model, few repeats (CI)")
-  parser.add_argument("--size", default="small", choices=sorted(SIZES))
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--max_len", type=int, default=32)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--out", default="")
-  args = parser.parse_args(argv)
-  size = "tiny" if args.quick else args.size
-  max_len = 8 if args.quick else args.max_len
-  repeats = 1 if args.quick else args.repeats
+def main(argv) -> None:
+  del argv  # command.run refuses positional arguments
+  f = flags.FLAGS
+  size = "tiny" if f.quick else f.size
+  max_len = 8 if f.quick else f.max_len
+  repeats = 1 if f.quick else f.repeats
   vit, llm, vocab = SIZES[size]
   model = captioner.captioner_from_presets(
     siglip.siglip_preset(vit), gemma.gemma_preset(llm), vocab
@@ -105,7 +99,7 @@ def main(argv) -> int:
   params = gemma.nn.unbox(
     jax.jit(model.init)(jax.random.PRNGKey(0), **captioner.dummy_inputs(model))
   )
-  s, b, text_len = model.vision_hp["image_size"], args.batch, 32
+  s, b, text_len = model.vision_hp["image_size"], f.batch, 32
   rng = np.random.RandomState(0)
   rgb = rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
   ir = rng.uniform(-1, 1, (b, s, s, 1)).astype(np.float32)
@@ -150,11 +144,21 @@ def main(argv) -> int:
     {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}, indent=2
   )
   print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
-  return 0
+  if f.out:
+    with open(f.out, "w") as out:
+      out.write(text + "\n")
+
+
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_bool("quick", False, "Tiny model, few repeats (CI).")
+  flags.DEFINE_enum("size", "small", sorted(SIZES), "Vision/LLM size preset.")
+  flags.DEFINE_integer("batch", 8, "Examples per train step and decode call.")
+  flags.DEFINE_integer("max_len", 32, "Decoded tokens per example.")
+  flags.DEFINE_integer("repeats", 3, "Timed calls after the warm-up (compile) call.")
+  flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  define_flags()
+  command.run(main)

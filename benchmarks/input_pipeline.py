@@ -1,24 +1,24 @@
 """Input-pipeline throughput: train-loader records/s at 64 and 224 px on this machine,
 over synthetic 256x256 JPEG RGB/IR shards and a tiny SentencePiece model built in a temp dir.
 
-  python -m benchmarks.input_pipeline [--quick] [--workers 0,2] [--out results.json]
+  python -m benchmarks.input_pipeline [--quick] [--workers=0,2] [--out=results.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import io
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
+from fusionrs_jax.cli import command
 from fusionrs_jax.core import records
 from fusionrs_jax.data import input_pipeline
 
@@ -132,20 +132,18 @@ def measure(
   }
 
 
-def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="seconds-long CI run")
-  parser.add_argument("--out", default="", help="also write the JSON result here")
-  parser.add_argument(
-    "--workers", default=None, help="comma-separated worker counts (default 0,2; --quick: 0)"
-  )
-  args = parser.parse_args(argv)
-  args.workers = args.workers or ("0" if args.quick else "0,2")
-  num_records, batch_size, batches = (64, 16, 3) if args.quick else (256, 32, 16)
+def main(argv) -> None:
+  del argv  # command.run refuses positional arguments
+  f = flags.FLAGS
+  try:
+    worker_counts = [int(w) for w in f.workers or (["0"] if f.quick else ["0", "2"])]
+  except ValueError:
+    command.fail(f"--workers={','.join(f.workers)}: expected comma-separated integers")
+  num_records, batch_size, batches = (64, 16, 3) if f.quick else (256, 32, 16)
   results = []
   with tempfile.TemporaryDirectory() as tmp:
     spm_path = build_shards(tmp, num_records)
-    for workers in (int(w) for w in args.workers.split(",")):
+    for workers in worker_counts:
       for size in (64, 224):
         try:
           results.append(
@@ -164,7 +162,7 @@ def main(argv=None) -> dict:
           )
   report = {
     "benchmark": "input_pipeline",
-    "quick": args.quick,
+    "quick": f.quick,
     "records": num_records,
     "source_image": "256x256 JPEG RGB + IR",
     "cpu_count": os.cpu_count(),
@@ -172,10 +170,17 @@ def main(argv=None) -> dict:
     "results": results,
   }
   print(json.dumps(report, indent=1))
-  if args.out:
-    records.write_json_atomic(args.out, report)
-  return report
+  if f.out:
+    records.write_json_atomic(f.out, report)
+
+
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_bool("quick", False, "Seconds-long CI run (64 records, 3 batches of 16).")
+  flags.DEFINE_string("out", "", "Also write the JSON result here.")
+  flags.DEFINE_list("workers", None, "Comma-separated worker counts (default 0,2; --quick: 0).")
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  define_flags()
+  command.run(main)

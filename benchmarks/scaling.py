@@ -9,7 +9,6 @@ weak scaling measures partitioning overhead, not speed-up; a pod's chips are ind
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -18,7 +17,13 @@ import sys
 import tempfile
 import time
 
+from absl import flags
+
+from fusionrs_jax.cli import command
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The flag of the child process that weak_scaling starts per device count.
+_WORKER = "_worker"
 
 
 def _step_worker(preset: str, per_device: int, steps: int) -> dict:
@@ -82,7 +87,7 @@ def weak_scaling(preset: str, per_device: int, steps: int) -> list[dict]:
       [
         sys.executable,
         __file__,
-        "--_worker",
+        f"--{_WORKER}",
         f"--preset={preset}",
         f"--per_device={per_device}",
         f"--steps={steps}",
@@ -164,19 +169,13 @@ def beam_ingest(quick: bool) -> dict:
   return {"source": spec["name"], "stages": "ingest + ir_captions (no translator)", "runs": rows}
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="tiny preset, few steps, 100 images")
-  parser.add_argument("--preset", default=None, help="SigLIP size preset (tiny|small)")
-  parser.add_argument("--per_device", type=int, default=None, help="examples per device")
-  parser.add_argument("--steps", type=int, default=None, help="timed steps per device count")
-  parser.add_argument("--out", default="", help="also write the JSON here")
-  parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
-  a = parser.parse_args()
-  preset = a.preset or ("tiny" if a.quick else "small")
-  per_device = a.per_device or (4 if a.quick else 8)
-  steps = a.steps or (3 if a.quick else 10)
-  if a._worker:
+def main(argv) -> None:
+  del argv  # command.run refuses positional arguments
+  f = flags.FLAGS
+  preset = f.preset or ("tiny" if f.quick else "small")
+  per_device = f.per_device or (4 if f.quick else 8)
+  steps = f.steps or (3 if f.quick else 10)
+  if f[_WORKER].value:
     print(json.dumps(_step_worker(preset, per_device, steps)))
     return
   result = {
@@ -189,14 +188,27 @@ def main() -> None:
       "per_device_batch": per_device,
       "rows": weak_scaling(preset, per_device, steps),
     },
-    "beam_ingest": beam_ingest(a.quick),
+    "beam_ingest": beam_ingest(f.quick),
   }
   text = json.dumps(result, indent=1)
   print(text)
-  if a.out:
-    with open(a.out, "w") as f:
-      f.write(text + "\n")
+  if f.out:
+    with open(f.out, "w") as out:
+      out.write(text + "\n")
+
+
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_bool("quick", False, "Tiny preset, few steps, 100 images.")
+  flags.DEFINE_string(
+    "preset", None, "SigLIP size preset (tiny|small; default small, --quick tiny)."
+  )
+  flags.DEFINE_integer("per_device", None, "Examples per device (default 8, --quick 4).")
+  flags.DEFINE_integer("steps", None, "Timed steps per device count (default 10, --quick 3).")
+  flags.DEFINE_string("out", "", "Also write the JSON here.")
+  flags.DEFINE_bool(_WORKER, False, "Internal: be the one-device-count child of weak_scaling.")
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  command.run(main)

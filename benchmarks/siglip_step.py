@@ -1,7 +1,7 @@
 """SigLIP train-step speed (JAX vs transformers' PyTorch SiglipModel, same weights, batch and
 optimizer) and the per-device memory of the chunked vs reference sigmoid loss on 8 devices.
 
-  python -m benchmarks.siglip_step [--quick] [--out results.json]
+  python -m benchmarks.siglip_step [--quick] [--out=results.json]
 
 The step is `configs/siglip_ir.py:size=<preset>,variant=rgb_only` (RGB-text sigmoid loss, which
 is what `SiglipModel(return_loss=True)` computes), on synthetic images and tokens.
@@ -9,7 +9,6 @@ is what `SiglipModel(return_loss=True)` computes), on synthetic images and token
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -18,9 +17,12 @@ import sys
 import time
 
 import numpy as np
+from absl import flags
+
+from fusionrs_jax.cli import command
 
 # Fake devices for the loss-memory part only; it runs in a child process (see loss_memory).
-_LOSS_CHILD_FLAG = "--loss_memory_child"
+_LOSS_CHILD_FLAG = "loss_memory_child"
 
 
 # ----------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def loss_memory(batch: int, dim: int, devices: int = 8) -> dict:
       sys.executable,
       "-m",
       "benchmarks.siglip_step",
-      _LOSS_CHILD_FLAG,
+      f"--{_LOSS_CHILD_FLAG}",
       f"--loss_batch={batch}",
       f"--loss_dim={dim}",
     ],
@@ -312,31 +314,44 @@ def run(preset: str, batch: int, steps: int, warmup: int, loss_batch: int) -> di
   return result
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--quick", action="store_true", help="tiny preset, batch 16 (CI smoke run)")
-  p.add_argument("--preset", default="small")
-  p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--loss_batch", type=int, default=4096, help="global batch of the loss part")
-  p.add_argument("--loss_dim", type=int, default=192)
-  p.add_argument("--out", default=None, help="also write the JSON here")
-  p.add_argument(_LOSS_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
-  args = p.parse_args(argv)
-  if args.loss_memory_child:
-    print(json.dumps(_loss_memory_child(args.loss_batch, args.loss_dim)))
+def main(argv) -> None:
+  del argv  # command.run refuses positional arguments
+  f = flags.FLAGS
+  if f[_LOSS_CHILD_FLAG].value:
+    print(json.dumps(_loss_memory_child(f.loss_batch, f.loss_dim)))
     return
-  if args.quick:
-    args.preset, args.batch, args.steps, args.warmup, args.loss_batch = "tiny", 16, 2, 1, 256
-  result = run(args.preset, args.batch, args.steps, args.warmup, args.loss_batch)
+  if f.quick:
+    preset, batch, steps, warmup, loss_batch = "tiny", 16, 2, 1, 256
+  else:
+    preset, batch, steps, warmup, loss_batch = f.preset, f.batch, f.steps, f.warmup, f.loss_batch
+  result = run(preset, batch, steps, warmup, loss_batch)
   text = json.dumps(result, indent=1)
   print(text)
-  if args.out:
-    with open(args.out + ".tmp", "w") as f:
-      f.write(text + "\n")
-    os.replace(args.out + ".tmp", args.out)
+  if f.out:
+    with open(f.out + ".tmp", "w") as out:
+      out.write(text + "\n")
+    os.replace(f.out + ".tmp", f.out)
+
+
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_bool(
+    "quick", False, "Tiny preset, batch 16, 2 steps, loss batch 256 (CI smoke run)."
+  )
+  flags.DEFINE_string("preset", "small", "SigLIP size preset.")
+  flags.DEFINE_integer("batch", 64, "Global batch of the train step.")
+  flags.DEFINE_integer("steps", 5, "Timed steps after warm-up.")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps before the timed ones (at least 1).")
+  flags.DEFINE_integer("loss_batch", 4096, "Global batch of the loss part.")
+  flags.DEFINE_integer(
+    "loss_dim", 192, "Loss-memory child: embedding width (the parent passes the model's width)."
+  )
+  flags.DEFINE_string("out", None, "Also write the JSON here.")
+  flags.DEFINE_bool(
+    _LOSS_CHILD_FLAG, False, "Internal: be the 8-fake-device child process of loss_memory."
+  )
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  command.run(main)
