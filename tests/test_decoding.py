@@ -107,3 +107,25 @@ def test_beam_search_finds_at_least_the_greedy_likelihood(model_params):
 
   np.testing.assert_allclose(logprob(beam_out), beam_score, atol=1e-4)
   assert np.all(np.asarray(beam_score) >= np.asarray(logprob(greedy)) - 1e-5)
+
+
+def test_beam_search_honours_min_len(model_params):
+  """With the EOS/first-token embedding swap above, beam search ends row 0 at once; with
+  min_len=3 no beam may emit EOS before the fourth token."""
+  model, params = model_params
+  batch = _prompt_batch(7)
+  first = int(_greedy(model, params, batch)[0, 0])
+  table = params["params"]["llm"]["embedder"]["input_embedding"]
+  p = jax.tree.map(lambda x: x, params)
+  p["params"]["llm"]["embedder"]["input_embedding"] = table.at[jnp.array([1, first])].set(
+    table[jnp.array([first, 1])]
+  )
+  prompt = batch["prompt"]
+  batch = {**batch, "prompt": jnp.where(prompt == first, 1, jnp.where(prompt == 1, first, prompt))}
+
+  def beam(min_len):
+    cfg = decoding.DecodeConfig(max_len=5, method="beam", beam_size=2, min_len=min_len)
+    return np.asarray(jax.jit(lambda p, b: decoding.beam_search(model, p, b, cfg))(p, batch)[0])
+
+  assert beam(0)[0, 0] == 1  # the check can fail: without min_len EOS comes first
+  assert not (beam(3)[:, :3] == 1).any()

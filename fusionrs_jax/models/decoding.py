@@ -152,7 +152,7 @@ def beam_search(model, params, batch, cfg: DecodeConfig):
 
   def body(t, s):
     logits, cache, slot_mask, scores, out, done, lengths = s
-    logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, v)
+    logp = jax.nn.log_softmax(_no_early_eos(logits, t, cfg.min_len), axis=-1).reshape(b, k, v)
     # A finished beam continues only with PAD at no cost, keeping its score.
     pad_only = jnp.full((v,), -jnp.inf).at[PAD_ID].set(0.0)
     logp = jnp.where(done[..., None], pad_only, logp)

@@ -57,6 +57,9 @@ def test_exported_siglip_matches_jax_forward_and_round_trips(tmp_path):
   loaded, loaded_hp = hf_siglip.load_hf_siglip(str(tmp_path))
   assert loaded_hp == {**hp, "ir_tower": "shared", "ir_channels": 3}
   _assert_same_tree(params, loaded)
+  # The text config names the tokenizer's ids (Gemma layout), not CLIP's or SigLIP-spm's.
+  text = hf.config.text_config
+  assert (text.pad_token_id, text.eos_token_id, text.bos_token_id) == (0, 1, 2)
 
 
 def test_separate_one_channel_ir_tower_exports_as_vision_model(tmp_path):

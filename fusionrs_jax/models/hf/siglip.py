@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from fusionrs_jax.core import records
+from fusionrs_jax.data.input_pipeline import BOS_ID, EOS_ID, PAD_ID
 
 IR_SUBDIR = "ir_vision_model"
 # Keys of our hyperparameter dict (see `siglip_preset`) that describe the architecture.
@@ -274,10 +275,11 @@ def hf_siglip_config(hp: dict):
     "projection_size": hp["width"],
     "hidden_act": "gelu_pytorch_tanh",
     "layer_norm_eps": 1e-6,
-    # SigLIP's SentencePiece uses id 1 for </s> and padding; CLIP's bos/eos ids do not apply.
-    "pad_token_id": 1,
-    "bos_token_id": None,
-    "eos_token_id": 1,
+    # The ids of this project's tokenizer (Gemma layout: pad 0, eos 1, bos 2), which the
+    # exported tokenizer files carry too.
+    "pad_token_id": PAD_ID,
+    "bos_token_id": BOS_ID,
+    "eos_token_id": EOS_ID,
   }
   return SiglipConfig(text_config=text, vision_config=hf_vision_config(hp).to_dict())
 
