@@ -72,6 +72,11 @@ def get_config(arg=None):
   # Compute dtype: float32 or bfloat16 (params and optimizer state stay float32).
   c.model.dtype = "float32"
 
+  c.loss = ml_collections.ConfigDict()
+  # per_example: mean over each example's answer tokens, then over examples (PaliGemma);
+  # token: mean over all answer tokens of the batch (long answers weigh more).
+  c.loss.normalize = "per_example"
+
   c.optim = common.adamw_config(lr, warmup)
 
   c.eval = ml_collections.ConfigDict()

@@ -25,17 +25,31 @@ from fusionrs_jax.models import captioner as captioner_model
 from fusionrs_jax.models import decoding
 from fusionrs_jax.trainers import common
 
+LOSS_NORMALIZATIONS = ("per_example", "token")
 
-def answer_loss(logits, batch):
-  """Mean next-token cross-entropy over answer targets. logits [B, L, V]; returns (loss, n)."""
+
+def answer_loss(logits, batch, normalize: str = "per_example"):
+  """Next-token cross-entropy over answer targets. logits [B, L, V]; returns (loss, n targets).
+
+  per_example (PaliGemma): each example's mean over its own answer tokens, then the mean over
+  the examples that have any, so long answers do not outweigh short ones. token: the mean over
+  every answer token of the batch.
+  """
+  if normalize not in LOSS_NORMALIZATIONS:
+    raise ValueError(f"loss normalize must be one of {LOSS_NORMALIZATIONS}, got {normalize!r}")
   targets = batch["tokens"][:, 1:]
-  weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
+  weights = batch["loss_mask"][:, 1:].astype(jnp.float32)  # [B, L-1]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets)
   n = jnp.maximum(weights.sum(), 1.0)
-  return jnp.sum(ce * weights) / n, n
+  if normalize == "token":
+    return jnp.sum(ce * weights) / n, n
+  per_row = weights.sum(1)
+  row_loss = jnp.sum(ce * weights, 1) / jnp.maximum(per_row, 1.0)
+  rows = (per_row > 0).astype(jnp.float32)
+  return jnp.sum(row_loss * rows) / jnp.maximum(rows.sum(), 1.0), n
 
 
-def make_train_step(model, tx, freeze_image_encoder: bool = False):
+def make_train_step(model, tx, freeze_image_encoder: bool = False, normalize: str = "per_example"):
   """(state, batch) -> (state, metrics). A frozen image encoder gets zero updates (so not even
   weight decay moves it); its gradients are not computed (stop_gradient in the model)."""
 
@@ -43,7 +57,7 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False):
     logits = model.apply(
       params, batch["rgb"], batch["ir"], batch["tokens"], batch["input_mask"], batch["mask_ar"]
     )
-    loss, n = answer_loss(logits, batch)
+    loss, n = answer_loss(logits, batch, normalize)
     correct = (jnp.argmax(logits[:, :-1], -1) == batch["tokens"][:, 1:]) & batch["loss_mask"][:, 1:]
     return loss, {"token_accuracy": correct.sum() / n, "answer_tokens": n}
 
@@ -141,7 +155,9 @@ def step_program(config, mesh) -> common.StepProgram:
   """The jitted train step of `config` on `mesh` with abstract state and global batch."""
   model = captioner_model.from_config(config)
   fields = batch_fields(config, model)
-  make_step = lambda tx: make_train_step(model, tx, config.model.freeze_image_encoder)
+  make_step = lambda tx: make_train_step(
+    model, tx, config.model.freeze_image_encoder, config.loss.normalize
+  )
   return common.step_program(config, mesh, model, init_fn(model), make_step, fields)
 
 

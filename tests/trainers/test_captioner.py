@@ -5,6 +5,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -176,3 +177,32 @@ def test_main_two_steps_writes_metrics_samples_and_resumes_exactly(tiny_dataset,
   assert sa == sb == 2
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_answer_loss_normalises_per_example_or_per_token():
+  """Two answers of 1 and 3 tokens with per-token losses 2 and (1, 1, 1): per example the
+  mean of (2, 1), per token (2 + 3) / 4; a row without targets counts in neither."""
+  v = 4
+  tokens = jnp.array([[0, 1, 0, 0], [0, 2, 2, 2], [0, 0, 0, 0]])
+  mask = jnp.array([[0, 1, 0, 0], [0, 1, 1, 1], [0, 0, 0, 0]], bool)
+  # logits at position t predict tokens[t + 1]; pick values giving ce 2 (row 0) and 1 (row 1).
+  logits = np.zeros((3, 4, v), np.float32)
+
+  def logits_for_ce(target, ce):
+    # softmax CE of a one-hot-boosted row: -log(e^a / (e^a + (v - 1))) = ce
+    a = np.log((v - 1) / (np.exp(ce) - 1))
+    row = np.zeros(v, np.float32)
+    row[target] = a
+    return row
+
+  logits[0, 0] = logits_for_ce(1, 2.0)
+  for t in range(3):
+    logits[1, t] = logits_for_ce(2, 1.0)
+  batch = {"tokens": tokens, "loss_mask": mask}
+  per_example, n = captioner.answer_loss(jnp.asarray(logits), batch, "per_example")
+  per_token, _ = captioner.answer_loss(jnp.asarray(logits), batch, "token")
+  assert float(n) == 4
+  assert float(per_example) == pytest.approx(1.5, rel=1e-5)
+  assert float(per_token) == pytest.approx(5 / 4, rel=1e-5)
+  with pytest.raises(ValueError, match="per_example"):
+    captioner.answer_loss(jnp.asarray(logits), batch, "sum")
