@@ -105,8 +105,12 @@ def get_config(arg=None):
   c.loss = ml_collections.ConfigDict()
   c.loss.gan = 1.0
   c.loss.cycle = 10.0
-  # As published: identity weight relative to the cycle weight (0.5 * 10 = 5).
-  c.loss.identity = 0.5
+  # Identity loss, as a fraction of the cycle weight (CycleGAN's 0.5 gives 0.5 * 10 = 5).
+  # Off: RGB (3 channels) and IR (1 channel) differ, and the published code only allows
+  # identity loss between equal channel counts. > 0 compares G(y) with y through tiled /
+  # channel-averaged inputs (losses.gan.as_channels), which is this project's addition, not
+  # the paper's.
+  c.loss.identity = 0.0
   # pix2pix L1 to the aligned target, used only when data.paired.
   c.loss.paired = 10.0
   # Generated images kept for the discriminators (0 = none).
