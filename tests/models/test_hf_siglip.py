@@ -114,3 +114,23 @@ def test_load_like_starts_separate_ir_tower_from_rgb_weights(tmp_path):
   like = jax.eval_shape(lambda: other.init(jax.random.key(0), **dummy_inputs(other)))
   with pytest.raises(ValueError, match="token_embedding"):
     hf_siglip.load_hf_siglip_like(str(tmp_path), like)
+
+
+def test_scanned_model_exports_through_unscan_and_imports_back(tmp_path):
+  """A scan_layers=True model's stacked params export (after scan.unscan_params) to the
+  same SiglipModel as the unscanned model, and come back stacked bit for bit."""
+  from fusionrs_jax.models import scan
+
+  model, hp, params = _random_model()
+  scanned_model = SigLIP(**hp, ir_tower="shared", ir_channels=3, scan_layers=True)
+  scanned = scan.scan_params(params)
+  images, tokens = _inputs(hp)
+  ours = scanned_model.apply({"params": scanned}, rgb=images, text=tokens)
+  hf_siglip.save_hf_siglip(scan.unscan_params(scanned), hp, str(tmp_path))
+  hf = transformers.SiglipModel.from_pretrained(str(tmp_path)).eval()
+  with torch.no_grad():
+    out = hf(input_ids=torch.tensor(np.array(tokens)).long(), pixel_values=_nchw(images))
+  np.testing.assert_allclose(out.image_embeds.numpy(), ours["rgb"], atol=1e-4)
+  np.testing.assert_allclose(out.text_embeds.numpy(), ours["text"], atol=1e-4)
+  loaded, _ = hf_siglip.load_hf_siglip(str(tmp_path))
+  _assert_same_tree(scanned, scan.scan_params(loaded))
