@@ -85,7 +85,7 @@ def table(out_dir: str, input_rate: str | None) -> str:
       if r.get("worker_count") == 0 and "records_per_s" in r:
         rate[r["image_size"]] = r["records_per_s"]
   head = (
-    "| preset | topology | chips | mesh (data,fsdp,model) | global / per-chip batch | "
+    "| preset | topology | chips | mesh (data,fsdp,model) | global batch / per batch shard | "
     "params | peak HBM / chip | headroom | TFLOP / chip / step | "
     "ex/s per host at 40% / 55% MFU | input cores per host at 40% / 55% |"
   )

@@ -109,7 +109,7 @@ def test_restore_raw_reads_an_8_device_checkpoint_in_a_1_device_process(tmp_path
   ckpt.close()
   np.save(tmp_path / "want.npy", np.asarray(state["params"]["params"]["Dense_0"]["kernel"]))
   code = (
-    "import numpy as np, sys; from fusionrs_jax import checkpoint; "
+    "import numpy as np, sys; from fusionrs_jax.core import checkpoint; "
     f"c = checkpoint.Checkpointer({str(tmp_path)!r}, save_every=1, async_save=False); "
     "raw = c.restore_raw(); import jax; assert jax.device_count() == 1; "
     f"np.testing.assert_array_equal(np.asarray(raw['params']['params']['Dense_0']['kernel']),"

@@ -185,13 +185,24 @@ def _compile(lowered, report: dict, t0: float, min_headroom: float, kind: str) -
       f"peak {peak / 2**30:.2f} GiB per chip leaves {report['headroom']:.1%} of "
       f"{capacity / 2**30:.2f} GiB free (< {min_headroom:.0%})"
     )
-  if flops and kind in PEAK_BF16:
-    per_example = flops / report["per_chip_batch"]
-    for mfu in (0.40, 0.55):
-      report[f"examples_per_s_per_host_at_{int(mfu * 100)}mfu"] = round(
-        mfu * PEAK_BF16[kind] / per_example * CHIPS_PER_HOST, 1
-      )
+  report.update(throughput_estimates(report))
   return report
+
+
+def throughput_estimates(report: dict) -> dict:
+  """Examples/s a 4-chip host must be fed for the compiled FLOPs per chip to run at 40% and
+  55% of the chip's peak bf16 FLOP/s. Each chip's step covers global_batch / chips examples'
+  worth of FLOPs (a model-parallel pair shares its examples' work)."""
+  flops, kind = report.get("flops_per_chip_per_step", 0.0), report["device_kind"]
+  if not flops or kind not in PEAK_BF16:
+    return {}
+  per_example = flops / (report["global_batch"] / report["chips"])
+  return {
+    f"examples_per_s_per_host_at_{int(mfu * 100)}mfu": round(
+      mfu * PEAK_BF16[kind] / per_example * CHIPS_PER_HOST, 1
+    )
+    for mfu in (0.40, 0.55)
+  }
 
 
 def define_flags() -> None:
