@@ -79,6 +79,8 @@ def _imports(name: str, path: pathlib.Path):
         for _ in range(node.level - 1):
           pkg = pkg.rpartition(".")[0]
         base = f"{pkg}.{base}" if base else pkg
+      # Importing a submodule first imports its package (the __init__ counts as an edge).
+      yield base, node.lineno, id(node) in in_function
       for alias in node.names:
         yield f"{base}.{alias.name}", node.lineno, id(node) in in_function
 

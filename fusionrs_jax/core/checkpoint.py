@@ -140,7 +140,7 @@ def load_run(
 ) -> tuple[ml_collections.ConfigDict, Any, Any]:
   """(config, model, params) of a run folder's newest (or given) checkpoint.
 
-  `from_config` is the model family's factory (`fusionrs_jax.models.from_config` picks it
+  `from_config` is the model family's factory (`fusionrs_jax.models.families.from_config` picks it
   from config.trainer); params are jax arrays on the default device, whatever topology
   wrote them.
   """

@@ -15,11 +15,10 @@ import jax
 import numpy as np
 from absl import flags
 
-from fusionrs_jax import models
 from fusionrs_jax.cli import command
 from fusionrs_jax.core import checkpoint
 from fusionrs_jax.export.hf_siglip import run_tokenizer
-from fusionrs_jax.models import scan
+from fusionrs_jax.models import families, scan
 from fusionrs_jax.models.hf import paligemma as hf_paligemma
 
 
@@ -30,7 +29,7 @@ def export_run(workdir: str, out_dir: str, step: int | None = None) -> dict:
   if config.get("trainer") != "captioner":
     raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a captioner run")
   spm_path = run_tokenizer(config)
-  model = models.from_config(config)
+  model = families.from_config(config)
   step, raw = checkpoint.run_params(workdir, step)
   # HF names are per layer: a scanned run's stacked layers are split first.
   params = jax.tree.map(np.asarray, scan.unscan_params(raw))

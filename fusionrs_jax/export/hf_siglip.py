@@ -13,10 +13,9 @@ import jax
 import numpy as np
 from absl import flags
 
-from fusionrs_jax import models
 from fusionrs_jax.cli import command
 from fusionrs_jax.core import checkpoint, records
-from fusionrs_jax.models import scan
+from fusionrs_jax.models import families, scan
 from fusionrs_jax.models.hf import siglip as hf_siglip
 
 
@@ -44,7 +43,7 @@ def export_run(workdir: str, out_dir: str, step=None, tokenizer: str | None = No
   if config.get("trainer") != "siglip":
     raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a SigLIP run")
   spm_path = run_tokenizer(config, tokenizer)
-  model = models.from_config(config)
+  model = families.from_config(config)
   hp = {k: getattr(model, k) for k in hf_siglip.HP_KEYS}
   step, raw = checkpoint.run_params(workdir, step)
   # HF names are per layer: a scanned run's stacked layers are split first.
