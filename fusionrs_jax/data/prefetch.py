@@ -8,6 +8,8 @@ position of the last batch the loop *consumed*, not of the batches waiting in th
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import queue
 import threading
@@ -38,6 +40,7 @@ class DevicePrefetch:
     self._it, self._place, self._size = iterator, place, size
     self._state = iterator.get_state()
     self._queue: queue.Queue | None = None
+    self._thread: threading.Thread | None = None
     self._stop = threading.Event()
 
   def _fill(self) -> None:
@@ -66,7 +69,10 @@ class DevicePrefetch:
       return batch
     if self._queue is None:
       self._queue = queue.Queue(maxsize=self._size)
-      threading.Thread(target=self._fill, name="device-prefetch", daemon=True).start()
+      self._thread = threading.Thread(target=self._fill, name="device-prefetch", daemon=True)
+      self._thread.start()
+      # Also on the way out of a run that raised before calling close().
+      atexit.register(self.close)
     item = self._queue.get()
     if item is _DONE:
       raise StopIteration
@@ -88,4 +94,12 @@ class DevicePrefetch:
     """Called by grain's checkpoint handler after a restore; the thread starts on demand."""
 
   def close(self) -> None:
+    """Stops the thread and waits for it: a thread still placing arrays while the
+    interpreter shuts down can abort the process (seen as SIGABRT at exit)."""
     self._stop.set()
+    if self._thread is None:
+      return
+    while self._thread.is_alive():
+      with contextlib.suppress(queue.Empty):  # unblock a pending put
+        self._queue.get(timeout=0.1)
+      self._thread.join(timeout=0.1)

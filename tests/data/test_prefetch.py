@@ -74,3 +74,11 @@ def test_stop_iteration_at_the_end():
 )
 def test_worker_count(given, cpus, want):
   assert prefetch.resolve_worker_count(given, cpus) == want
+
+
+def test_close_stops_and_joins_the_thread():
+  it = prefetch.DevicePrefetch(iter(_loader()), _place, size=2)
+  next(it)
+  it.close()
+  assert not it._thread.is_alive()
+  it.close()  # idempotent (also registered at exit)
