@@ -12,13 +12,13 @@ import jax.numpy as jnp
 
 from fusionrs_jax.models import gemma, scan, siglip
 from fusionrs_jax.models.siglip import _match_channels
-from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
+from fusionrs_jax.models.vit import ViT, param_with_axes
 
 # inputs setting -> image modalities in prefix order.
 INPUTS = {"rgb_ir": ("rgb", "ir"), "rgb": ("rgb",), "ir": ("ir",)}
 
 
-class Captioner(nn.Module):
+class Captioner(scan.LayerStack):
   """Params: img (SigLIP ViT, no head), img_head (projection), llm (Gemma).
 
   Used unbound for its fields; `.apply(params, ..., method=...)` for prefill/extend.
@@ -33,22 +33,11 @@ class Captioner(nn.Module):
   inputs: str = "rgb_ir"
   # No gradient through the image tower (the projection and decoder still learn).
   freeze_image_encoder: bool = False
-  remat: bool = False
-  dtype: Dtype = jnp.float32
-  # A `jax.checkpoint_policies` name used when remat is on.
-  remat_policy: str = scan.DEFAULT_POLICY
-  # nn.scan over the ViT's and Gemma's layers (params under img/encoder/layers, llm/layers).
-  scan_layers: bool = False
 
   def setup(self):
     if self.inputs not in INPUTS:
       raise ValueError(f"inputs must be one of {sorted(INPUTS)}, got {self.inputs!r}")
-    stack = {
-      "remat": self.remat,
-      "remat_policy": self.remat_policy,
-      "scan_layers": self.scan_layers,
-      "dtype": self.dtype,
-    }
+    stack = self.stack_options()
     self.img = ViT(**self.vision_hp, num_channels=3, use_head=False, **stack)
     self.img_head = nn.Dense(
       self.llm_hp["width"],

@@ -211,7 +211,7 @@ class Block(nn.Module):
     return nn.with_logical_constraint(x, ACT_AXES), cache
 
 
-class Gemma(nn.Module):
+class Gemma(scan.LayerStack):
   """Decoder over already-embedded inputs (text via `embed_tokens`, images projected outside).
 
   `__call__(x [B, T, D], positions [B, T], mask [B, T, S], cache=None, write_index=None)`
@@ -226,12 +226,6 @@ class Gemma(nn.Module):
   num_heads: int
   num_kv_heads: int
   head_dim: int
-  remat: bool = False
-  dtype: Dtype = jnp.float32
-  # A `jax.checkpoint_policies` name used when remat is on.
-  remat_policy: str = scan.DEFAULT_POLICY
-  # nn.scan over the blocks: params stacked under `layers` with a leading [depth] axis.
-  scan_layers: bool = False
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width)

@@ -9,6 +9,7 @@ logical axis name is `STACK_AXIS`. `scan_params` / `unscan_params` convert eithe
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable, Mapping
@@ -24,6 +25,29 @@ STACK = "layers"
 # Logical axis name of the stacked layer dim (unlisted in the sharding rules: replicated).
 STACK_AXIS = "layers"
 DEFAULT_POLICY = "nothing_saveable"
+
+
+class LayerStack(nn.Module):
+  """How a transformer stack is built (remat, dtype, scan), shared by every tower and decoder.
+
+  The fields are keyword-only so that a subclass keeps its own positional fields first.
+  """
+
+  remat: bool = dataclasses.field(default=False, kw_only=True)
+  dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
+  # A `jax.checkpoint_policies` name: what remat keeps from the forward pass.
+  remat_policy: str = dataclasses.field(default=DEFAULT_POLICY, kw_only=True)
+  # nn.scan over the layers: params stacked under `layers` with a leading [depth] axis.
+  scan_layers: bool = dataclasses.field(default=False, kw_only=True)
+
+  def stack_options(self) -> dict[str, Any]:
+    """The four fields as keyword arguments for an inner stack."""
+    return {
+      "remat": self.remat,
+      "dtype": self.dtype,
+      "remat_policy": self.remat_policy,
+      "scan_layers": self.scan_layers,
+    }
 
 
 def policy_names() -> tuple[str, ...]:

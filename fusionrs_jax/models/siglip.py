@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from fusionrs_jax.core import sharding
 from fusionrs_jax.models import scan
 from fusionrs_jax.models.text import TextTransformer
-from fusionrs_jax.models.vit import Dtype, ViT, param_with_axes
+from fusionrs_jax.models.vit import ViT, param_with_axes
 
 IR_TOWERS = ("shared", "separate")
 
@@ -122,7 +122,7 @@ def _match_channels(images, channels: int):
   raise ValueError(f"cannot feed {c}-channel images to a {channels}-channel tower")
 
 
-class SigLIP(nn.Module):
+class SigLIP(scan.LayerStack):
   """Image tower(s) + text tower with sigmoid-loss temperature and bias.
 
   Images [B, H, W, C] normalised to [-1, 1]; IR may have C=1 or 3. Tokens [B, L] int32 padded to
@@ -145,12 +145,6 @@ class SigLIP(nn.Module):
   ir_tower: str = "shared"
   # Input channels of the separate IR tower (1 = raw thermal).
   ir_channels: int = 3
-  remat: bool = False
-  dtype: Dtype = jnp.float32
-  # A `jax.checkpoint_policies` name used when remat is on.
-  remat_policy: str = scan.DEFAULT_POLICY
-  # nn.scan over each tower's encoder layers (params under <tower>/encoder/layers, stacked).
-  scan_layers: bool = False
 
   def setup(self):
     if self.ir_tower not in IR_TOWERS:
@@ -162,10 +156,7 @@ class SigLIP(nn.Module):
       "depth": self.depth,
       "mlp_dim": self.mlp_dim,
       "num_heads": self.num_heads,
-      "remat": self.remat,
-      "dtype": self.dtype,
-      "remat_policy": self.remat_policy,
-      "scan_layers": self.scan_layers,
+      **self.stack_options(),
     }
     self.vision_model = ViT(**vit, num_channels=3)
     if self.ir_tower == "separate":
@@ -178,10 +169,7 @@ class SigLIP(nn.Module):
       mlp_dim=self.text_mlp_dim,
       num_heads=self.text_num_heads,
       out_dim=self.width,
-      remat=self.remat,
-      dtype=self.dtype,
-      remat_policy=self.remat_policy,
-      scan_layers=self.scan_layers,
+      **self.stack_options(),
     )
     # Shape [1] like transformers; t = exp(logit_scale) starts at 10, b at -10 (SigLIP paper).
     self.logit_scale = self.param(

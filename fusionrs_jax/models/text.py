@@ -5,13 +5,12 @@ position of the fixed-length (padded) sequence, so captions must be padded to `t
 """
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from fusionrs_jax.models import scan
-from fusionrs_jax.models.vit import Dtype, encoder_of, layer_norm, param_with_axes
+from fusionrs_jax.models.vit import encoder_of, layer_norm, param_with_axes
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(scan.LayerStack):
   """tokens [B, L] int32 (L <= text_len) -> (pooled [B, out_dim], tokens [B, L, D])."""
 
   vocab_size: int
@@ -22,12 +21,6 @@ class TextTransformer(nn.Module):
   num_heads: int
   # Size of the shared image-text space; transformers calls it projection_size (= vision width).
   out_dim: int
-  remat: bool = False
-  dtype: Dtype = jnp.float32
-  # A `jax.checkpoint_policies` name used when remat is on.
-  remat_policy: str = scan.DEFAULT_POLICY
-  # nn.scan over the encoder layers (params stacked under encoder/layers).
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, tokens):

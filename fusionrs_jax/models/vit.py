@@ -149,18 +149,13 @@ class EncoderLayer(nn.Module):
     return nn.with_logical_constraint(x, ACT_AXES)
 
 
-class Encoder(nn.Module):
+class Encoder(scan.LayerStack):
   """`depth` EncoderLayers named layers_{i} (transformers: encoder.layers.{i}), or with
   scan_layers one scanned `layers` whose params carry a leading [depth] axis."""
 
   depth: int
   mlp_dim: int
   num_heads: int
-  remat: bool = False
-  dtype: Dtype = jnp.float32
-  # A `jax.checkpoint_policies` name: what remat keeps from the forward pass.
-  remat_policy: str = scan.DEFAULT_POLICY
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -179,14 +174,7 @@ class Encoder(nn.Module):
 def encoder_of(tower: nn.Module) -> "Encoder":
   """The transformer stack of a tower (ViT or text), from the tower's own fields."""
   return Encoder(
-    tower.depth,
-    tower.mlp_dim,
-    tower.num_heads,
-    tower.remat,
-    tower.dtype,
-    tower.remat_policy,
-    tower.scan_layers,
-    name="encoder",
+    tower.depth, tower.mlp_dim, tower.num_heads, **tower.stack_options(), name="encoder"
   )
 
 
@@ -213,7 +201,7 @@ class MAPHead(nn.Module):
     return h[:, 0]
 
 
-class ViT(nn.Module):
+class ViT(scan.LayerStack):
   """SigLIP image tower.
 
   Input images [B, H, W, C] already normalised (SigLIP uses [-1, 1]); H = W = image_size.
@@ -228,12 +216,6 @@ class ViT(nn.Module):
   num_heads: int
   num_channels: int = 3
   use_head: bool = True
-  remat: bool = False
-  dtype: Dtype = jnp.float32
-  # A `jax.checkpoint_policies` name used when remat is on.
-  remat_policy: str = scan.DEFAULT_POLICY
-  # nn.scan over the encoder layers (params stacked under encoder/layers).
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, images):
