@@ -129,3 +129,52 @@ def test_beam_search_honours_min_len(model_params):
 
   assert beam(0)[0, 0] == 1  # the check can fail: without min_len EOS comes first
   assert not (beam(3)[:, :3] == 1).any()
+
+
+def _bigrams(row):
+  return [tuple(row[i : i + 2]) for i in range(len(row) - 1)]
+
+
+@pytest.mark.parametrize("n,penalty", [(2, 1.0), (3, 1.0), (0, 1.7), (2, 1.3)])
+def test_repetition_controls_equal_transformers_logits_processors(n, penalty):
+  """Step logits after no_repeat_ngram_size / repetition_penalty equal transformers'
+  NoRepeatNGram and RepetitionPenalty processors fed the tokens generated so far."""
+  torch = pytest.importorskip("torch")
+  from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+  rng = np.random.default_rng(n * 10 + int(penalty * 10))
+  vocab, max_len = 4, 12
+  out = rng.integers(0, vocab, (5, max_len)).astype(np.int32)  # small vocab: many repeats
+  logits = rng.normal(size=(5, vocab)).astype(np.float32)
+  cfg = decoding.DecodeConfig(max_len=max_len, no_repeat_ngram_size=n, repetition_penalty=penalty)
+  banned = 0
+  for t in range(max_len):
+    ours = np.asarray(decoding._controlled(jnp.asarray(logits), jnp.asarray(out), t, cfg))
+    ids, ref = torch.from_numpy(out[:, :t]).long(), torch.from_numpy(logits.copy())
+    if penalty != 1.0 and t > 0:
+      ref = RepetitionPenaltyLogitsProcessor(penalty)(ids, ref)
+    if n:
+      ref = NoRepeatNGramLogitsProcessor(n)(ids, ref)
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-6, err_msg=f"step {t}")
+    banned += int(np.isinf(ours).sum())
+  assert banned > 0 or n == 0  # the case can fail: some n-gram was banned
+
+
+def test_no_repeat_ngram_stops_a_looping_model(model_params):
+  """The random tiny captioner loops (one token repeated); with no_repeat_ngram_size=2 no row
+  of greedy (cached or not) or beam output repeats a bigram, and cached equals recomputed."""
+  model, params = model_params
+  batch = _prompt_batch(6)
+
+  def run(method, use_cache=True, **kw):
+    cfg = decoding.DecodeConfig(max_len=12, method=method, beam_size=2, **kw)
+    return np.asarray(decoding.make_decode_fn(model, cfg, use_cache=use_cache)(params, batch, None))
+
+  looping = run("greedy")
+  assert any(len(set(_bigrams(r))) < len(_bigrams(r)) for r in looping.tolist())
+  cached = run("greedy", no_repeat_ngram_size=2)
+  np.testing.assert_array_equal(cached, run("greedy", False, no_repeat_ngram_size=2))
+  for rows in (cached, run("beam", no_repeat_ngram_size=2)):
+    for row in rows.tolist():
+      live = row[: row.index(1)] if 1 in row else row  # up to EOS
+      assert len(set(_bigrams(live))) == len(_bigrams(live)), row

@@ -33,6 +33,12 @@ class DecodeConfig:
   # Beam search: beams per row; final scores are log p / length**length_penalty.
   beam_size: int = 4
   length_penalty: float = 0.0
+  # Repetition controls over the tokens generated so far (the prompt is not counted):
+  # a logit of an already generated token is divided by this when positive and multiplied by it
+  # when negative (CTRL's penalty, transformers' repetition_penalty); 1.0 = off.
+  repetition_penalty: float = 1.0
+  # Never emit a token that would repeat an n-gram of this size already generated; 0 = off.
+  no_repeat_ngram_size: int = 0
 
 
 def _prefill(model, params, batch, max_len):
@@ -51,6 +57,43 @@ def _prefill(model, params, batch, max_len):
 def _no_early_eos(logits, t, min_len: int):
   """[B, V] logits with EOS masked while step t < min_len."""
   return jnp.where((t < min_len) & (jnp.arange(logits.shape[-1]) == EOS_ID), -jnp.inf, logits)
+
+
+def _penalise_repeats(logits, out, t, penalty: float):
+  """CTRL repetition penalty on every token among out[:, :t]. logits [N, V], out [N, max_len]."""
+  rows = jnp.arange(out.shape[0])[:, None]
+  written = jnp.broadcast_to(jnp.arange(out.shape[1])[None] < t, out.shape)  # out[:, :t]
+  seen = jnp.zeros(logits.shape, bool).at[rows, out].max(written)
+  scaled = jnp.where(logits > 0, logits / penalty, logits * penalty)
+  return jnp.where(seen, scaled, logits)
+
+
+def _ban_repeated_ngrams(logits, out, t, n: int):
+  """Masks every token that would complete an n-gram already in out[:, :t].
+
+  For each start j with j + n <= t, the window out[:, j:j+n-1] is compared with the last n-1
+  generated tokens; on a match the token that followed it, out[:, j+n-1], is banned.
+  """
+  width = out.shape[1] - n + 1
+  if width <= 0:
+    return logits
+  windows = jnp.stack([out[:, i : i + width] for i in range(n - 1)], axis=-1)  # [N, W, n-1]
+  follow = out[:, n - 1 :]  # [N, W]
+  last = jax.lax.dynamic_slice_in_dim(out, jnp.maximum(t - (n - 1), 0), n - 1, axis=1)
+  match = jnp.all(windows == last[:, None, :], axis=-1) & (jnp.arange(width)[None] + n <= t)
+  rows = jnp.arange(out.shape[0])[:, None]
+  banned = jnp.zeros(logits.shape, bool).at[rows, follow].max(match)
+  return jnp.where(banned, -jnp.inf, logits)
+
+
+def _controlled(logits, out, t, cfg: DecodeConfig):
+  """Step-t logits [N, V] after min_len and the repetition controls, given out [N, max_len]."""
+  logits = _no_early_eos(logits, t, cfg.min_len)
+  if cfg.repetition_penalty != 1.0:
+    logits = _penalise_repeats(logits, out, t, cfg.repetition_penalty)
+  if cfg.no_repeat_ngram_size > 0:
+    logits = _ban_repeated_ngrams(logits, out, t, cfg.no_repeat_ngram_size)
+  return logits
 
 
 def _select(logits, rng, cfg: DecodeConfig):
@@ -76,7 +119,7 @@ def _sequential(model, params, batch, rng, cfg: DecodeConfig, keep_logits: bool)
 
   def body(s):
     t = s["t"]
-    tok = _select(_no_early_eos(s["logits"], t, cfg.min_len), jax.random.fold_in(rng, t), cfg)
+    tok = _select(_controlled(s["logits"], s["out"], t, cfg), jax.random.fold_in(rng, t), cfg)
     tok = jnp.where(s["done"], PAD_ID, tok)
     upd = {"out": s["out"].at[:, t].set(tok), "done": s["done"] | (tok == EOS_ID), "t": t + 1}
     if keep_logits:
@@ -102,9 +145,10 @@ def _sequential(model, params, batch, rng, cfg: DecodeConfig, keep_logits: bool)
 
 
 def greedy_no_cache(
-  model, params, batch, max_len: int, keep_logits: bool = False, min_len: int = 0
+  model, params, batch, max_len: int, keep_logits: bool = False, cfg: DecodeConfig | None = None
 ):
-  """Greedy decoding that re-runs the full sequence every step (no KV cache).
+  """Greedy decoding that re-runs the full sequence every step (no KV cache). `cfg` supplies
+  min_len and the repetition controls (its max_len and method are not read).
 
   Returns (tokens [B, max_len], step logits [B, max_len, V] if keep_logits else [0]).
   """
@@ -116,6 +160,7 @@ def greedy_no_cache(
   )
   length = jnp.sum(pmask, axis=1)
   v = model.llm_hp["vocab_size"]
+  cfg = cfg or DecodeConfig(max_len=max_len)
   seen = jnp.zeros((b, max_len, v) if keep_logits else (0,), jnp.float32)
 
   def body(t, s):
@@ -125,7 +170,7 @@ def greedy_no_cache(
     logits = model.apply(params, batch.get("rgb"), batch.get("ir"), toks, valid, mask_ar)
     at = jnp.where(t == 0, length - 1, p + t - 1)
     step_logits = jnp.take_along_axis(logits, at[:, None, None], axis=1)[:, 0]
-    choice = jnp.argmax(_no_early_eos(step_logits, t, min_len), -1).astype(jnp.int32)
+    choice = jnp.argmax(_controlled(step_logits, out, t, cfg), -1).astype(jnp.int32)
     tok = jnp.where(done, PAD_ID, choice)
     if keep_logits:
       seen = seen.at[:, t].set(step_logits)
@@ -152,7 +197,8 @@ def beam_search(model, params, batch, cfg: DecodeConfig):
 
   def body(t, s):
     logits, cache, slot_mask, scores, out, done, lengths = s
-    logp = jax.nn.log_softmax(_no_early_eos(logits, t, cfg.min_len), axis=-1).reshape(b, k, v)
+    logits = _controlled(logits, out.reshape(b * k, max_len), t, cfg)
+    logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, v)
     # A finished beam continues only with PAD at no cost, keeping its score.
     pad_only = jnp.full((v,), -jnp.inf).at[PAD_ID].set(0.0)
     logp = jnp.where(done[..., None], pad_only, logp)
@@ -198,7 +244,7 @@ def make_decode_fn(
     if not use_cache:
       if cfg.method != "greedy":
         raise ValueError("decoding without a KV cache is implemented for greedy only")
-      out, seen = greedy_no_cache(model, params, batch, cfg.max_len, keep_logits, cfg.min_len)
+      out, seen = greedy_no_cache(model, params, batch, cfg.max_len, keep_logits, cfg)
     elif cfg.method == "beam":
       out, seen = beam_search(model, params, batch, cfg)[0], None
     else:
