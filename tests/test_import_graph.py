@@ -42,6 +42,7 @@ LAZY_EXTRAS = {
   "tensorboardX": "only the process that writes summaries",
   "matplotlib": "figures (dev)",
   "tensorflow_datasets": "the full tfds import takes seconds; only the tfds export needs it",
+  "gcsfs": "gs:// paths only (core/fs.py; dev extra, the launchers install it)",
 }
 
 

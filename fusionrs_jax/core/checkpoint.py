@@ -4,7 +4,6 @@ plus the grain iterator position, so a resumed run sees the exact same batches."
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from fusionrs_jax.core import fs
 
 try:
   import grain.checkpoint as grain_ckpt
@@ -25,14 +26,15 @@ class Checkpointer:
   """A run's checkpoint folder (`<workdir>/checkpoints/<step>/{state,data}`).
 
   Saves every `save_every` steps (and whenever `force=True`), keeps `max_to_keep`,
-  writes asynchronously. Restore takes an abstract target (ShapeDtypeStructs with
+  writes asynchronously. `directory` may be gs:// (tensorstore writes the arrays there; its
+  `TENSORSTORE_GCS_HTTP_URL` points it at an emulator). Restore takes an abstract target (ShapeDtypeStructs with
   shardings) so a checkpoint lands directly on the current mesh, resharding as needed.
   """
 
   def __init__(
     self, directory: str, *, save_every: int, max_to_keep: int = 3, async_save: bool = True
   ):
-    self.directory = os.path.abspath(directory)
+    self.directory = fs.abspath(directory)
     self.save_every = max(1, int(save_every))
     # The interval is decided here (Orbax would also save the very first step).
     options = ocp.CheckpointManagerOptions(
@@ -89,7 +91,7 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     # The saved shardings name the saving job's devices; numpy restore args read the
     # same bytes on any topology.
-    path = os.path.join(self.directory, str(step), "state")
+    path = fs.join(self.directory, str(step), "state")
     reader = ocp.PyTreeCheckpointer()
     tree = reader.metadata(path).item_metadata
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
@@ -114,7 +116,7 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
 def run_params(workdir: str, step: int | None = None) -> tuple[int, Any]:
   """(step, params as numpy) of a run folder's newest (or given) checkpoint, whatever
   topology wrote it."""
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, async_save=False)
+  ckpt = Checkpointer(fs.join(workdir, "checkpoints"), save_every=1, async_save=False)
   step = ckpt.latest_step if step is None else step
   if step is None:
     ckpt.close()
@@ -126,13 +128,12 @@ def run_params(workdir: str, step: int | None = None) -> tuple[int, Any]:
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config.json a trainer wrote into its run folder."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = fs.join(workdir, "config.json")
+  if not fs.isfile(path):
     raise FileNotFoundError(
       f"{path} not found: not a run folder (the --workdir given to fusionrs_jax.main)"
     )
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(fs.read_text(path)))
 
 
 def load_run(

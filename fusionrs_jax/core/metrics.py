@@ -3,9 +3,9 @@ and image grids a person can look at."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 from PIL import Image, ImageDraw
+
+from fusionrs_jax.core import fs
 
 
 def _scalar(value: Any) -> float:
@@ -23,7 +25,8 @@ class MetricWriter:
   """Writes scalars to `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb`.
 
   Only process 0 writes (pass `active=False` elsewhere). Each JSON line is
-  {"step": int, "time": unix seconds, "<name>": float, ...}.
+  {"step": int, "time": unix seconds, "<name>": float, ...}. `workdir` may be gs:// (appended
+  files are re-uploaded whole at most every fs.REMOTE_APPEND_SECS, and on close).
   """
 
   def __init__(self, workdir: str, active: bool = True):
@@ -31,11 +34,14 @@ class MetricWriter:
     self.active = active
     self._tb = None
     if active:
-      os.makedirs(workdir, exist_ok=True)
-      from tensorboardX import SummaryWriter
+      fs.makedirs(workdir)
+      from tensorboardX import SummaryWriter, record_writer
 
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=10)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115 -- open for the run; closed in close()
+      # tensorboardX's own gs:// writer needs google-cloud-storage and its credentials;
+      # event files go through core/fs like every other file.
+      record_writer.register_writer_factory("gs", _EventFileFactory())
+      self._tb = SummaryWriter(fs.join(workdir, "tb"), flush_secs=10)
+      self._jsonl = fs.AppendFile(fs.join(workdir, "metrics.jsonl"))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.active:
@@ -51,17 +57,19 @@ class MetricWriter:
     if not self.active:
       return None
     image = np.asarray(image)
-    folder = os.path.join(self.workdir, "images")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{name}_{step:07d}.png")
-    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path)
+    folder = fs.join(self.workdir, "images")
+    fs.makedirs(folder)
+    path = fs.join(folder, f"{name}_{step:07d}.png")
+    png = io.BytesIO()
+    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(png, "PNG")
+    fs.write_bytes(path, png.getvalue())
     self._tb.add_image(name, image, step, dataformats="HWC")
     return path
 
   def flush(self) -> None:
     if self.active:
       self._tb.flush()
-      self._jsonl.flush()
+      self._jsonl.flush(force=True)
 
   def close(self) -> None:
     if self.active:
@@ -70,8 +78,17 @@ class MetricWriter:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in fs.read_text(path).splitlines() if line.strip()]
+
+
+class _EventFileFactory:
+  """tensorboardX writer factory for gs:// event files (fs.AppendFile, binary)."""
+
+  def open(self, path: str) -> fs.AppendFile:
+    return fs.AppendFile(path, binary=True, every_secs=0)
+
+  def directory_check(self, path: str) -> None:
+    del path  # GCS has no folders to create
 
 
 class Progress:

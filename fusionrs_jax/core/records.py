@@ -7,17 +7,16 @@ bytes live in ArrayRecord shards (primary, random access), TFRecord exports and 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
-import os
 import re
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from array_record.python import array_record_module
 from tensorflow_datasets.proto import tf_example_pb2
+
+from fusionrs_jax.core import fs
 
 SCHEMA_VERSION = 1
 
@@ -156,10 +155,10 @@ def shard_name(name: str, split: str, index: int, count: int, fmt: str = "array_
 
 
 def list_shards(data_dir: str, split: str, fmt: str = "array_record") -> list[str]:
-  """Sorted shard paths of one split in `data_dir` (raises if there are none)."""
+  """Sorted shard paths of one split in `data_dir` (local or gs://; raises if there are none)."""
   paths = []
-  for path in sorted(glob.glob(os.path.join(data_dir, f"*-{split}.{fmt}-*"))):
-    m = _SHARD_RE.match(os.path.basename(path))
+  for path in fs.glob(fs.join(fs.escape(data_dir), f"*-{split}.{fmt}-*")):
+    m = _SHARD_RE.match(fs.basename(path))
     if m and m["split"] == split and m["fmt"] == fmt:
       paths.append(path)
   if not paths:
@@ -170,39 +169,35 @@ def list_shards(data_dir: str, split: str, fmt: str = "array_record") -> list[st
   return paths
 
 
-def temp_path(path: str) -> str:
-  """A sibling temp name unique to this process and thread, for write-then-rename.
-
-  Stale ones (a killed writer's) match `*.tmp-*` and are cleaned by the writers.
-  """
-  return f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+# A sibling temp name unique to this process and thread (stale ones match `*.tmp-*`).
+temp_path = fs.temp_path
 
 
 def write_array_record(path: str, payloads: Iterable[bytes]) -> int:
-  """Atomically writes one ArrayRecord file (temp file + rename). Returns the count."""
-
-  tmp = temp_path(path)
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-  n = 0
-  try:
-    for payload in payloads:
-      writer.write(payload)
-      n += 1
-  finally:
-    writer.close()
-  os.replace(tmp, path)
+  """Atomically writes one ArrayRecord file (local temp file, then renamed or uploaded to
+  `path`, local or gs://). Returns the count."""
+  with fs.staged_file(path) as tmp:
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+    n = 0
+    try:
+      for payload in payloads:
+        writer.write(payload)
+        n += 1
+    finally:
+      writer.close()
   return n
 
 
 def read_array_record(path: str) -> Iterator[bytes]:
-  """Yields the serialized records of one ArrayRecord file in order."""
-
-  reader = array_record_module.ArrayRecordReader(path)
-  try:
-    for start in range(0, reader.num_records(), 256):
-      yield from reader.read(list(range(start, min(start + 256, reader.num_records()))))
-  finally:
-    reader.close()
+  """Yields the serialized records of one ArrayRecord file in order (a gs:// file is read
+  from a downloaded temp copy)."""
+  with fs.local_copy(path) as local:
+    reader = array_record_module.ArrayRecordReader(local)
+    try:
+      for start in range(0, reader.num_records(), 256):
+        yield from reader.read(list(range(start, min(start + 256, reader.num_records()))))
+    finally:
+      reader.close()
 
 
 def read_records(paths: Sequence[str]) -> Iterator[Record]:
@@ -220,28 +215,24 @@ def write_split(
   Returns the shard paths. Stale shards of the same split with another shard count
   are removed, so re-running with a different size leaves a consistent folder.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  fs.makedirs(out_dir)
   count = max(1, -(-len(records) // records_per_shard))
   paths = []
   for i in range(count):
-    path = os.path.join(out_dir, shard_name(name, split, i, count))
+    path = fs.join(out_dir, shard_name(name, split, i, count))
     chunk = records[i * records_per_shard : (i + 1) * records_per_shard]
     write_array_record(path, (encode(r) for r in chunk))
     paths.append(path)
-  for stale in glob.glob(os.path.join(out_dir, f"{name}-{split}.array_record-*")):
-    if stale not in paths and _SHARD_RE.match(os.path.basename(stale)):
-      os.remove(stale)
+  for stale in fs.glob(fs.join(fs.escape(out_dir), f"{fs.escape(name)}-{split}.array_record-*")):
+    if stale not in paths and _SHARD_RE.match(fs.basename(stale)):
+      fs.remove(stale)
   return paths
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  """JSON file written to a temp file, fsynced, then renamed over `path`."""
-  tmp = temp_path(path)
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """JSON file replaced atomically: locally a temp file, fsynced, renamed over `path`; on gs://
+  one object upload (readers see the old or the new file whole; see core/fs.py)."""
+  fs.write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 INFO_FILE = "dataset_info.json"
@@ -249,23 +240,41 @@ INFO_FILE = "dataset_info.json"
 
 def read_info(data_dir: str) -> dict[str, Any]:
   """The dataset_info.json of a shard folder (clear error when missing)."""
-  path = os.path.join(data_dir, INFO_FILE)
-  if not os.path.exists(path):
+  path = fs.join(data_dir, INFO_FILE)
+  if not fs.exists(path):
     raise FileNotFoundError(
       f"{path} not found: {data_dir!r} is not a prepared dataset "
       f"folder (run data_prep.ingest or data_prep.demo_world)"
     )
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(fs.read_text(path))
 
 
 def _sha256(path: str) -> str:
 
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
+
+
+def _count_shard(path: str, s: dict[str, Any]) -> None:
+  """Adds one shard's counts and its {file, records, sha256} entry to split summary `s`."""
+  n = 0
+  with fs.local_copy(path) as local:  # one download of a gs:// shard for both passes
+    for i, data in enumerate(read_array_record(local)):
+      rec = decode(data, where=f"{path}#{i}")
+      n += 1
+      s["captions"] += len(rec.captions)
+      s["ir_captions"] += len(rec.ir_captions)
+      s["instructions"] += len(rec.instructions)
+      s["with_rgb"] += bool(rec.rgb)
+      s["with_ir"] += bool(rec.ir)
+      if rec.ir_origin:
+        s["ir_origins"][rec.ir_origin] = s["ir_origins"].get(rec.ir_origin, 0) + 1
+    sha = _sha256(local)
+  s["records"] += n
+  s["shards"].append({"file": fs.basename(path), "records": n, "sha256": sha})
 
 
 def write_info(data_dir: str, name: str, extra: dict[str, Any] | None = None) -> dict:
@@ -275,8 +284,8 @@ def write_info(data_dir: str, name: str, extra: dict[str, Any] | None = None) ->
   the shard list with sha256 checksums. `extra` (e.g. sources, reject counts) is merged in.
   """
   splits = {}
-  for path in sorted(glob.glob(os.path.join(data_dir, f"{name}-*.array_record-*"))):
-    m = _SHARD_RE.match(os.path.basename(path))
+  for path in fs.glob(fs.join(fs.escape(data_dir), f"{fs.escape(name)}-*.array_record-*")):
+    m = _SHARD_RE.match(fs.basename(path))
     if not m or m["name"] != name:
       continue
     s = splits.setdefault(
@@ -292,18 +301,7 @@ def write_info(data_dir: str, name: str, extra: dict[str, Any] | None = None) ->
         "shards": [],
       },
     )
-    n = 0
-    for rec in read_records([path]):
-      n += 1
-      s["captions"] += len(rec.captions)
-      s["ir_captions"] += len(rec.ir_captions)
-      s["instructions"] += len(rec.instructions)
-      s["with_rgb"] += bool(rec.rgb)
-      s["with_ir"] += bool(rec.ir)
-      if rec.ir_origin:
-        s["ir_origins"][rec.ir_origin] = s["ir_origins"].get(rec.ir_origin, 0) + 1
-    s["records"] += n
-    s["shards"].append({"file": os.path.basename(path), "records": n, "sha256": _sha256(path)})
+    _count_shard(path, s)
   info = {
     "name": name,
     "schema_version": SCHEMA_VERSION,
@@ -312,5 +310,5 @@ def write_info(data_dir: str, name: str, extra: dict[str, Any] | None = None) ->
     "splits": splits,
     **(extra or {}),
   }
-  write_json_atomic(os.path.join(data_dir, INFO_FILE), info)
+  write_json_atomic(fs.join(data_dir, INFO_FILE), info)
   return info

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import sentencepiece as spm
 from absl import flags
 
-from fusionrs_jax.core import records
+from fusionrs_jax.core import fs, records
 from fusionrs_jax.data import images
 
 # Gemma convention; the tokenizer trainer (data_prep.tokenizer) must use the same ids.
@@ -40,11 +39,11 @@ MISSING_MODES = ("zeros", "error")
 class Tokenizer:
   """SentencePiece model with fixed-length int32 encoding (pad=0, eos=1, bos=2, unk=3).
 
-  Picklable (reloads from `path` in grain worker processes).
+  Picklable (reloads from `path`, local or gs://, in grain worker processes).
   """
 
   def __init__(self, path: str):
-    if not os.path.exists(path):
+    if not fs.exists(path):
       raise FileNotFoundError(
         f"SentencePiece model {path!r} not found; train one with "
         f"python -m data_prep.ingest.tokenizer"
@@ -62,7 +61,7 @@ class Tokenizer:
   @property
   def processor(self):
     if self._sp is None:
-      self._sp = spm.SentencePieceProcessor(model_file=self.path)
+      self._sp = spm.SentencePieceProcessor(model_proto=fs.read_bytes(self.path))
     return self._sp
 
   @property
@@ -228,7 +227,7 @@ class IndexedSource(grain.sources.RandomAccessDataSource):
   """ArrayRecord shards whose items are (global record index, serialized record)."""
 
   def __init__(self, paths: Sequence[str]):
-    self.paths = list(paths)
+    self.paths = [fs.require_local(p, "ArrayRecord shard") for p in paths]
     self._source = grain.sources.ArrayRecordDataSource(self.paths)
 
   def __len__(self) -> int:

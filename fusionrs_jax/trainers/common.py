@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from jax.experimental import multihost_utils
 from data_prep.demo_world import world as demo_world
 from data_prep.ingest import tokenizer
 from data_prep.ir_text import captions as ir_captions
-from fusionrs_jax.core import checkpoint, metrics, records, sharding
+from fusionrs_jax.core import checkpoint, fs, metrics, records, sharding
 from fusionrs_jax.core.errors import NonFiniteLossError, UserError
 from fusionrs_jax.data import prefetch
 from fusionrs_jax.models import scan
@@ -38,11 +37,12 @@ class Run:
 
 
 def setup_run(config, workdir: str) -> Run:
-  """Creates the workdir (config.json inside), the mesh, metric writer and checkpointer."""
-  os.makedirs(workdir, exist_ok=True)
+  """Creates the workdir (local or gs://; config.json inside), the mesh, metric writer and
+  checkpointer."""
+  fs.makedirs(workdir)
   if jax.process_index() == 0:
     records.write_json_atomic(
-      os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort())
+      fs.join(workdir, "config.json"), json.loads(config.to_json_best_effort())
     )
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
@@ -62,7 +62,7 @@ def setup_run(config, workdir: str) -> Run:
   )
   writer = metrics.MetricWriter(workdir, active=jax.process_index() == 0)
   ckpt = checkpoint.Checkpointer(
-    os.path.join(workdir, "checkpoints"),
+    fs.join(workdir, "checkpoints"),
     save_every=config.checkpoint_every,
     max_to_keep=config.keep_checkpoints,
     async_save=config.async_checkpoints,
@@ -111,9 +111,14 @@ def prepare_dataset(data_config) -> str:
 
   `data_config.dir` absent + `data_config.demo_world_if_missing` -> generate the demo
   world (RGB + rendered IR), its IR-aware captions and instructions, and a tokenizer.
+  The shards are read with ArrayRecord, so a bucket comes in through a gcsfuse mount.
   """
   data_dir = data_config.dir
-  if not os.path.exists(os.path.join(data_dir, records.INFO_FILE)):
+  try:
+    fs.require_local(data_dir, "--config.data.dir")
+  except fs.NotLocalError as e:
+    raise UserError(str(e)) from e
+  if not fs.exists(fs.join(data_dir, records.INFO_FILE)):
     if not data_config.get("demo_world_if_missing", False):
       raise UserError(
         f"data directory {data_dir!r} has no {records.INFO_FILE}; prepare "
@@ -122,7 +127,7 @@ def prepare_dataset(data_config) -> str:
       )
     build_demo_dataset(data_dir, data_config)
   tok = tokenizer_path(data_config)
-  if not os.path.exists(tok):
+  if not fs.exists(tok):
     if data_config.get("demo_world_if_missing", False) and tok == _default_tok(data_dir):
       _train_tokenizer(data_dir, tok, data_config.vocab_size)
     else:
@@ -134,7 +139,7 @@ def prepare_dataset(data_config) -> str:
 
 
 def _default_tok(data_dir: str) -> str:
-  return os.path.join(data_dir, "tokenizer.model")
+  return fs.join(data_dir, "tokenizer.model")
 
 
 def tokenizer_path(data_config) -> str:
@@ -446,5 +451,5 @@ def write_eval(run: Run, step: int, result: dict[str, float]) -> None:
   """An eval's metrics to TensorBoard/metrics.jsonl (as eval/*) and to eval.jsonl."""
   run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
   if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
+    with fs.AppendFile(fs.join(run.workdir, "eval.jsonl")) as f:
       f.write(json.dumps({"step": step, **result}) + "\n")
