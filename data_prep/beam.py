@@ -98,16 +98,7 @@ def first_of_id(element) -> Iterator[tuple[str, Any]]:
   members = sorted(members, key=lambda m: m[0])
   yield "item", members[0]
   for pos, item in members[1:]:
-    yield (
-      "reject",
-      (
-        pos,
-        0,
-        local_ingest.reject_entry(
-          item.id, item.file, "duplicate_id", "an earlier item has this id"
-        ),
-      ),
-    )
+    yield "reject", (pos, 0, local_ingest.duplicate_id_reject(item.unwrap(), members[0][1].file))
 
 
 def check(element, min_size: int) -> Iterator[tuple[str, Any]]:

@@ -1,8 +1,7 @@
-"""`python -m data_prep.ingest --source=... --out=DIR`."""
+"""`python -m data_prep.ingest --source=... --out=DIR` (see data_prep/ingest/cli.py)."""
 
-from absl import app
+from data_prep.ingest import cli
+from fusionrs_jax.core import command
 
-from data_prep.ingest import writer
-
-writer.define_flags()
-app.run(writer.main)
+cli.define_flags()
+command.run(cli.main)

@@ -1,155 +1,86 @@
 """Readers that turn public caption/thermal dataset layouts into normalized Records.
 
-Each reader yields cheap `SourceItem`s (id known, image not yet read) whose `load()` reads
-and checks the image, so an ingest can skip finished items on resume without re-reading.
+Each reader reads and checks its whole annotation file first (InputError: nothing written),
+then yields cheap `SourceItem`s, one per entry, in file order. An entry that cannot be used
+becomes an item whose `load()` raises ItemRejected with a reason and the entry's position;
+a usable entry's `load()` reads its image, confined to --images, so an ingest can skip
+finished items on resume without re-reading.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
+import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from PIL import Image
-
+from data_prep.ingest import entries, inputs
+from data_prep.ingest.entries import DEFAULT_LIMITS, SourceItem
+from data_prep.ingest.inputs import InputError, ItemRejected, LoadedImage, load_image
 from fusionrs_jax.core.records import Record
+from fusionrs_jax.data.images import ImageLimits
 
-# Formats kept as their original bytes; anything else (TIFF, BMP, ...) is re-encoded as PNG.
-KEPT_FORMATS = ("JPEG", "PNG")
-
-
-class ItemRejected(Exception):
-  """An item cannot become a record; `reason` is a short stable key for rejects.jsonl."""
-
-  def __init__(self, reason: str, detail: str):
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-    self.detail = detail
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceItem:
-  """One sample of a source before its image is read. `load()` may raise ItemRejected."""
-
-  id: str
-  file: str
-  load: Callable[[], Record]
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedImage:
-  data: bytes  # encoded JPEG/PNG bytes
-  width: int  # pixels
-  height: int  # pixels
-  format: str  # "JPEG" | "PNG" (after any conversion)
-  converted_from: str = ""  # original format when re-encoded as PNG
-
-
-def check_image_bytes(data: bytes, where: str) -> tuple[Image.Image, str]:
-  """Fully decodes encoded image bytes (truncation shows only on full decode)."""
-  if not data:
-    raise ItemRejected("empty_file", f"{where} has zero bytes")
-  try:
-    image = Image.open(io.BytesIO(data))
-    fmt = image.format or ""
-    image.load()
-  except Exception as e:  # PIL raises OSError/SyntaxError/ValueError for broken files.
-    reason = "truncated_image" if "truncated" in str(e).lower() else "unreadable_image"
-    raise ItemRejected(reason, f"{where}: {e}") from e
-  return image, fmt
-
-
-def load_image(path: str) -> LoadedImage:
-  """Reads and checks an image file; formats other than JPEG/PNG are re-encoded as PNG."""
-  if not os.path.exists(path):
-    raise ItemRejected("missing_file", f"{path} does not exist")
-  with open(path, "rb") as f:
-    data = f.read()
-  image, fmt = check_image_bytes(data, path)
-  if fmt in KEPT_FORMATS:
-    return LoadedImage(data, image.width, image.height, fmt)
-  if image.mode not in ("L", "RGB", "RGBA", "I;16"):
-    image = image.convert("RGB")
-  buf = io.BytesIO()
-  image.save(buf, format="PNG")
-  return LoadedImage(buf.getvalue(), image.width, image.height, "PNG", converted_from=fmt)
-
-
-def _stem(filename: str) -> str:
-  return os.path.splitext(filename.replace(os.sep, "/"))[0]
-
-
-def _rgb_item(
-  source: str,
-  key: str,
-  path: str,
-  split: str,
-  captions: list[Any],
-  label: str,
-  meta: dict[str, Any],
-) -> SourceItem:
-  """A captioned RGB sample; captions stay raw so the ingest can reject bad ones."""
-
-  def load() -> Record:
-    image = load_image(path)
-    full_meta = {**meta, "width": image.width, "height": image.height, "format": image.format}
-    if image.converted_from:
-      full_meta["converted_from"] = image.converted_from
-    return Record(
-      id=f"{source}/{key}",
-      source=source,
-      split=split,
-      rgb=image.data,
-      captions=list(captions),
-      label=label,
-      meta=full_meta,
-    )
-
-  return SourceItem(id=f"{source}/{key}", file=path, load=load)
-
-
-def _load_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise FileNotFoundError(f"caption/annotation file {path} not found; check --json") from None
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); re-download or fix the file") from e
-
+# Re-exported: the names callers used before entries/inputs were split off.
+__all__ = ["InputError", "ItemRejected", "LoadedImage", "SourceItem", "load_image", "read_source"]
 
 # ----------------------------------------------------------------------------
 # (a) Karpathy caption JSON: UCM-captions, RSICD, Sydney-captions, RSITMD.
 # ----------------------------------------------------------------------------
 
 
-def read_karpathy(json_path: str, images_dir: str, source: str) -> Iterator[SourceItem]:
+def _sentences(entry: dict[str, Any]) -> list[Any]:
+  sentences = entry.get("sentences")
+  if sentences is None:
+    raise ItemRejected("no_captions", "entry has no 'sentences'")
+  if not isinstance(sentences, list):
+    raise ItemRejected(
+      "bad_type",
+      f"'sentences' is a {entries.type_name(sentences)}, expected a list of {{'raw': text}}",
+    )
+  if not sentences:
+    raise ItemRejected("no_captions", "'sentences' is empty")
+  return [s.get("raw") if isinstance(s, dict) else s for s in sentences]
+
+
+def _karpathy_item(entry: Any, where: str, images_dir: str, source: str, limits) -> SourceItem:
+  try:
+    entry = entries.as_object(entry)
+    filename = entries.filename_of(entry, ("filename",))
+    filepath = entries.text_field(entry, "filepath", "")
+    fields = {
+      "file": filename,
+      "split": entries.text_field(entry, "split", "train"),
+      "captions": _sentences(entry),
+      "label": entries.text_field(entry, "class", ""),
+      "meta": {"file": filename, "imgid": entry.get("imgid")},
+    }
+  except ItemRejected as e:
+    name = entry.get("filename") if isinstance(entry, dict) else None
+    return entries.rejected_item(source, where, str(name or ""), e)
+  return entries.rgb_item(
+    source, images_dir, [os.path.join(filepath, filename)], fields, where, limits
+  )
+
+
+def read_karpathy(
+  json_path: str, images_dir: str, source: str, limits: ImageLimits = DEFAULT_LIMITS
+) -> Iterator[SourceItem]:
   """{"images": [{"filename", "imgid", "split", "sentences": [{"raw"}], "class"?}]}."""
-  data = _load_json(json_path)
+  data = inputs.load_json(json_path)
   if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-    raise ValueError(
-      f"{json_path}: no top-level 'images' list; not a Karpathy-style caption "
-      f"file (use --source=nwpu or --source=folder for other layouts)"
+    raise InputError(
+      f"{json_path}: top level is a {entries.type_name(data)} without an 'images' list; not a "
+      "Karpathy-style caption file (use --source=nwpu or --source=folder for other layouts)"
     )
-  for entry in data["images"]:
-    filename = entry["filename"]
-    path = os.path.join(images_dir, entry.get("filepath", ""), filename)
-    captions = [s.get("raw") if isinstance(s, dict) else s for s in entry.get("sentences", [])]
-    meta = {"file": filename, "imgid": entry.get("imgid")}
-    yield _rgb_item(
-      source,
-      _stem(filename),
-      path,
-      entry.get("split", "train"),
-      captions,
-      str(entry.get("class", "")),
-      meta,
-    )
+  base = os.path.basename(json_path)
+  return (
+    _karpathy_item(entry, f"{base} images[{i}]", images_dir, source, limits)
+    for i, entry in enumerate(data["images"])
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -161,39 +92,57 @@ _RAW_KEY = re.compile(r"^raw(?:_(\d+))?$")
 
 def _nwpu_captions(entry: dict[str, Any]) -> list[Any]:
   keyed = [(int(m[1] or 0), entry[k]) for k in entry if (m := _RAW_KEY.match(k))]
+  if not keyed:
+    raise ItemRejected("no_captions", "entry has no 'raw' caption keys")
   return [text for _, text in sorted(keyed, key=lambda kv: kv[0])]
 
 
-def read_nwpu(json_path: str, images_dir: str, source: str) -> Iterator[SourceItem]:
+def _nwpu_item(entry, class_name, where, images_dir, source, limits) -> SourceItem:
+  try:
+    entry = entries.as_object(entry)
+    filename = entries.filename_of(entry, ("filename",))
+    fields = {
+      "file": filename,
+      "split": entries.text_field(entry, "split", "train"),
+      "captions": _nwpu_captions(entry),
+      "label": class_name,
+      "meta": {"file": f"{class_name}/{filename}", "imgid": entry.get("imgid")},
+    }
+  except ItemRejected as e:
+    name = entry.get("filename") if isinstance(entry, dict) else None
+    return entries.rejected_item(source, where, str(name or ""), e)
+  # Some copies flatten the class folders.
+  candidates = [os.path.join(class_name, filename), filename]
+  return entries.rgb_item(source, images_dir, candidates, fields, where, limits)
+
+
+def read_nwpu(
+  json_path: str, images_dir: str, source: str, limits: ImageLimits = DEFAULT_LIMITS
+) -> Iterator[SourceItem]:
   """NWPU-Captions JSON; images live in one subfolder per class."""
-  data = _load_json(json_path)
+  data = inputs.load_json(json_path)
   if not isinstance(data, dict) or "images" in data:
-    raise ValueError(
+    raise InputError(
       f"{json_path}: expected class names as top-level keys (NWPU-Captions); "
       f"a file with an 'images' list is Karpathy-style, use --source=karpathy"
     )
-  for class_name, entries in data.items():
-    if not isinstance(entries, list):
-      raise ValueError(
-        f"{json_path}: class {class_name!r} maps to a "
-        f"{type(entries).__name__}, expected a list of image entries"
-      )
-    for entry in entries:
-      filename = entry["filename"]
-      path = os.path.join(images_dir, class_name, filename)
-      if not os.path.exists(path):  # Some copies flatten the class folders.
-        flat = os.path.join(images_dir, filename)
-        path = flat if os.path.exists(flat) else path
-      meta = {"file": f"{class_name}/{filename}", "imgid": entry.get("imgid")}
-      yield _rgb_item(
-        source,
-        _stem(filename),
-        path,
-        entry.get("split", "train"),
-        _nwpu_captions(entry),
-        class_name,
-        meta,
-      )
+  base = os.path.basename(json_path)
+
+  def items() -> Iterator[SourceItem]:
+    for class_name, class_entries in data.items():
+      if not isinstance(class_entries, list):
+        detail = (
+          f"class {class_name!r} maps to a {entries.type_name(class_entries)}, expected a list"
+        )
+        yield entries.rejected_item(
+          source, f"{base} {class_name}", "", ItemRejected("bad_type", detail)
+        )
+        continue
+      for i, entry in enumerate(class_entries):
+        where = f"{base} {class_name}[{i}]"
+        yield _nwpu_item(entry, class_name, where, images_dir, source, limits)
+
+  return items()
 
 
 # ----------------------------------------------------------------------------
@@ -203,54 +152,89 @@ def read_nwpu(json_path: str, images_dir: str, source: str) -> Iterator[SourceIt
 _FILE_KEYS = ("image", "file", "filename")
 
 
-def _caption_rows(path: str) -> Iterator[dict[str, Any]]:
-  if path.endswith(".csv"):
-    with open(path, newline="") as f:
-      yield from csv.DictReader(f)
-    return
-  with open(path) as f:
-    for line_no, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          yield json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{line_no} is not a JSON object ({e})") from e
+def _jsonl_rows(path: str) -> list[tuple[str, Any]]:
+  """(position, parsed row or the ItemRejected of an unparsable line) per non-empty line."""
+  base, rows = os.path.basename(path), []
+  for line_no, line in enumerate(inputs.read_text(path).splitlines(), 1):
+    if line.strip():
+      try:
+        rows.append((f"{base} line {line_no}", json.loads(line)))
+      except json.JSONDecodeError as e:
+        rows.append((f"{base} line {line_no}", ItemRejected("not_json", f"{e.msg} at {e.pos}")))
+  if rows and all(isinstance(row, ItemRejected) for _, row in rows):
+    raise InputError(f"{path}: no line is a JSON object ({rows[0][1].detail}); expected JSONL")
+  return rows
 
 
-def read_folder(captions_path: str, images_dir: str, source: str) -> Iterator[SourceItem]:
+def _csv_rows(path: str) -> list[tuple[str, Any]]:
+  base = os.path.basename(path)
+  reader = csv.DictReader(io.StringIO(inputs.read_text(path), newline=""))
+  try:
+    if not set(_FILE_KEYS) & set(reader.fieldnames or ()):
+      raise InputError(
+        f"{path} line 1: the header {reader.fieldnames} has none of the columns {_FILE_KEYS}; "
+        "name the image file in one of them"
+      )
+    return [(f"{base} line {reader.line_num}", row) for row in reader]
+  except csv.Error as e:
+    raise InputError(f"{path} line {reader.line_num}: not CSV ({e})") from None
+
+
+def _row_captions(row: dict[str, Any], from_csv: bool) -> list[Any]:
+  captions = [row["caption"]] if "caption" in row else []
+  more = row.get("captions")
+  if isinstance(more, str) and from_csv:  # CSV: several captions separated by "|"
+    more = more.split("|")
+  if more is not None and not isinstance(more, list):
+    raise ItemRejected(
+      "bad_type", f"'captions' is a {entries.type_name(more)}, expected a list of texts"
+    )
+  return captions + (more or [])
+
+
+def read_folder(
+  captions_path: str, images_dir: str, source: str, limits: ImageLimits = DEFAULT_LIMITS
+) -> Iterator[SourceItem]:
   """Rows {image|file|filename, caption|captions, split?, label?}; one image may span rows.
 
   In CSV, `captions` may hold several captions separated by "|". Images keep the order
   of their first row; the first row's split and label win.
   """
+  from_csv = captions_path.endswith(".csv")
+  rows = _csv_rows(captions_path) if from_csv else _jsonl_rows(captions_path)
+  slots: list[SourceItem | str] = []
   grouped: dict[str, dict[str, Any]] = {}
-  for row_no, row in enumerate(_caption_rows(captions_path), 1):
-    filename = next((row[k] for k in _FILE_KEYS if row.get(k)), None)
-    if not filename:
-      raise ValueError(
-        f"{captions_path} row {row_no} has none of the columns {_FILE_KEYS}; "
-        f"name the image file in one of them"
-      )
-    item = grouped.setdefault(
-      filename,
-      {"captions": [], "split": row.get("split") or "train", "label": row.get("label") or ""},
-    )
-    if "caption" in row:
-      item["captions"].append(row["caption"])
-    captions = row.get("captions")
-    if isinstance(captions, str):
-      captions = captions.split("|")
-    item["captions"].extend(captions or [])
-  for filename, item in grouped.items():
-    yield _rgb_item(
-      source,
-      _stem(filename),
-      os.path.join(images_dir, filename),
-      item["split"],
-      item["captions"],
-      str(item["label"]),
-      {"file": filename},
-    )
+  for where, row in rows:
+    try:
+      if isinstance(row, ItemRejected):
+        raise row
+      row = entries.as_object(row)
+      filename = entries.filename_of(row, _FILE_KEYS)
+      captions = _row_captions(row, from_csv)
+      split = entries.text_field(row, "split", "") or "train"
+      label = entries.text_field(row, "label", "")
+    except ItemRejected as e:
+      slots.append(entries.rejected_item(source, where, "", e))
+      continue
+    if filename not in grouped:
+      meta = {"file": filename}
+      grouped[filename] = dict(file=filename, split=split, label=label, meta=meta, where=where)
+      grouped[filename]["captions"] = []
+      slots.append(filename)
+    grouped[filename]["captions"].extend(captions)
+  return (
+    slot
+    if isinstance(slot, SourceItem)
+    else _folder_item(grouped[slot], images_dir, source, limits)
+    for slot in slots
+  )
+
+
+def _folder_item(fields: dict[str, Any], images_dir: str, source: str, limits) -> SourceItem:
+  if not fields["captions"]:
+    e = ItemRejected("no_captions", f"no row gives {fields['file']!r} a caption")
+    return entries.rejected_item(source, fields["where"], fields["file"], e)
+  return entries.rgb_item(source, images_dir, [fields["file"]], fields, fields["where"], limits)
 
 
 # ----------------------------------------------------------------------------
@@ -260,48 +244,89 @@ def read_folder(captions_path: str, images_dir: str, source: str) -> Iterator[So
 
 def _coco_split(json_path: str, data: dict[str, Any]) -> str:
   """The split an annotation file holds: an explicit field, else its file stem."""
-  split = (data.get("info") or {}).get("split") or _stem(os.path.basename(json_path))
-  return {"validation": "val", "valid": "val"}.get(split, split)
+  info = data.get("info") if isinstance(data.get("info"), dict) else {}
+  split = info.get("split") or entries.stem(os.path.basename(json_path))
+  split = {"validation": "val", "valid": "val"}.get(split, split)
+  if not isinstance(split, str) or not entries.SPLIT_NAME.match(split):
+    raise InputError(
+      f"{json_path}: split {split!r} (info.split or the file stem) is not a safe name of "
+      "letters, digits and _; rename the file or set info.split"
+    )
+  return split
 
 
-def read_coco_thermal(
-  json_paths: Sequence[str], images_dir: str, source: str
-) -> Iterator[SourceItem]:
-  """COCO-style files (one per split); boxes go to meta["objects"] as [x, y, w, h] px."""
-  for json_path in json_paths:
-    data = _load_json(json_path)
-    split = _coco_split(json_path, data)
-    categories = {c["id"]: c["name"] for c in data.get("categories", [])}
-    boxes: dict[Any, list[dict[str, Any]]] = {}
-    for ann in data.get("annotation", data.get("annotations", [])):
-      boxes.setdefault(ann["image_id"], []).append(
-        {
-          "category": categories.get(ann["category_id"], str(ann["category_id"])),
-          "bbox": [float(v) for v in ann["bbox"]],
-        }
+def _bbox(ann: dict[str, Any]) -> list[float]:
+  box = ann.get("bbox")
+  ok = isinstance(box, list) and len(box) == 4
+  ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+  if not ok or not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0:
+    raise ItemRejected("bad_bbox", f"bbox is {box!r}, expected [x, y, width, height] numbers")
+  return [float(v) for v in box]
+
+
+def _coco_boxes(data: dict[str, Any], base: str, source: str):
+  """(boxes per image id, ItemRejected per image id with a bad box, rejected annotations)."""
+  categories = {
+    c.get("id"): c.get("name") for c in data.get("categories") or [] if isinstance(c, dict)
+  }
+  boxes: dict[Any, list[dict[str, Any]]] = {}
+  bad: dict[Any, ItemRejected] = {}
+  orphans: list[SourceItem] = []
+  for i, ann in enumerate(data.get("annotation", data.get("annotations")) or []):
+    where = f"{base} annotations[{i}]"
+    image_id = ann.get("image_id") if isinstance(ann, dict) else None
+    if not isinstance(image_id, (int, str)):
+      detail = f"annotation is a {entries.type_name(ann)} without an int/str image_id"
+      orphans.append(
+        entries.rejected_item(source, where, "", ItemRejected("bad_annotation", detail))
       )
-    for entry in data.get("images", []):
-      filename = entry.get("filename") or entry["file_name"]
-      path = os.path.join(images_dir, split, filename)
-      if not os.path.exists(path):  # Some layouts keep all splits in one folder.
-        flat = os.path.join(images_dir, filename)
-        path = flat if os.path.exists(flat) else path
-      yield _thermal_item(
-        source,
-        filename,
-        path,
-        split,
-        {"file": filename, "coco_id": entry.get("id"), "objects": boxes.get(entry.get("id"), [])},
-      )
+      continue
+    try:
+      box = _bbox(ann)
+    except ItemRejected as e:
+      bad.setdefault(image_id, ItemRejected(e.reason, f"{where}: {e.detail}"))
+      continue
+    category = ann.get("category_id")
+    name = categories.get(category) if isinstance(category, (int, str)) else None
+    boxes.setdefault(image_id, []).append({"category": str(name or category), "bbox": box})
+  return boxes, bad, orphans
 
 
-def _thermal_item(
-  source: str, filename: str, path: str, split: str, meta: dict[str, Any]
-) -> SourceItem:
-  key = _stem(filename)
+def _coco_data(json_path: str) -> dict[str, Any]:
+  data = inputs.load_json(json_path)
+  lists = ("images", "annotation", "annotations", "categories")
+  if not isinstance(data, dict) or any(
+    not isinstance(data.get(k), (list, type(None))) for k in lists
+  ):
+    raise InputError(
+      f"{json_path}: top level is not a COCO object ({{'images': [...], 'annotations': [...], "
+      "'categories': [...]}}); check --json"
+    )
+  return data
+
+
+def _coco_item(entry, where, ctx: dict[str, Any]) -> SourceItem:
+  """One COCO image entry; `ctx` holds the file's split, boxes and bad-box rejections."""
+  source, images_dir = ctx["source"], ctx["images_dir"]
+  try:
+    entry = entries.as_object(entry)
+    filename = entries.filename_of(entry, ("filename", "file_name"))
+    coco_id = entry.get("id")
+    if coco_id is not None and not isinstance(coco_id, (int, str)):
+      raise ItemRejected("bad_type", f"'id' is a {entries.type_name(coco_id)}")
+    if coco_id in ctx["bad"]:
+      raise ctx["bad"][coco_id]
+  except ItemRejected as e:
+    name = entry.get("filename") or entry.get("file_name") if isinstance(entry, dict) else None
+    return entries.rejected_item(source, where, str(name or ""), e)
+  split, limits = ctx["split"], ctx["limits"]
+  meta = {"file": filename, "coco_id": coco_id, "objects": ctx["boxes"].get(coco_id, [])}
+  key = entries.stem(filename)
+  # Some layouts keep all splits in one folder.
+  candidates = [os.path.join(split, filename), filename]
 
   def load() -> Record:
-    image = load_image(path)
+    image = load_image(inputs.first_inside(images_dir, candidates), limits)
     return Record(
       id=f"{source}/{key}",
       source=source,
@@ -311,20 +336,53 @@ def _thermal_item(
       meta={**meta, "width": image.width, "height": image.height, "format": image.format},
     )
 
-  return SourceItem(id=f"{source}/{key}", file=path, load=load)
+  return SourceItem(f"{source}/{key}", os.path.join(images_dir, candidates[0]), load, where)
+
+
+def read_coco_thermal(
+  json_paths: Sequence[str], images_dir: str, source: str, limits: ImageLimits = DEFAULT_LIMITS
+) -> Iterator[SourceItem]:
+  """COCO-style files (one per split); boxes go to meta["objects"] as [x, y, w, h] px.
+
+  Every file is read and checked before the first item is yielded."""
+  files = []
+  for json_path in json_paths:
+    data = _coco_data(json_path)
+    base = os.path.basename(json_path)
+    boxes, bad, orphans = _coco_boxes(data, base, source)
+    ctx = dict(source=source, images_dir=images_dir, limits=limits, boxes=boxes, bad=bad)
+    ctx["split"] = _coco_split(json_path, data)
+    files.append((base, data.get("images") or [], ctx, orphans))
+  return (
+    item
+    for base, images, ctx, orphans in files
+    for item in [
+      *(_coco_item(e, f"{base} images[{i}]", ctx) for i, e in enumerate(images)),
+      *orphans,
+    ]
+  )
+
+
+# ----------------------------------------------------------------------------
+# Dispatch.
+# ----------------------------------------------------------------------------
 
 
 def read_source(
-  kind: str, json_paths: Sequence[str], images_dir: str, source: str
+  kind: str,
+  json_paths: Sequence[str],
+  images_dir: str,
+  source: str,
+  limits: ImageLimits = DEFAULT_LIMITS,
 ) -> Iterator[SourceItem]:
-  """Dispatches on the CLI's --source value."""
+  """Dispatches on the CLI's --source value; reads and checks the annotation files now."""
   if kind == "coco_thermal":
-    return read_coco_thermal(json_paths, images_dir, source)
+    return read_coco_thermal(json_paths, images_dir, source, limits)
   readers = {"karpathy": read_karpathy, "nwpu": read_nwpu, "folder": read_folder}
   if kind not in readers:
-    raise ValueError(
+    raise InputError(
       f"unknown source kind {kind!r}; use one of {sorted([*readers, 'coco_thermal'])}"
     )
   if len(json_paths) != 1:
-    raise ValueError(f"--source={kind} takes exactly one --json file, got {list(json_paths)}")
-  return readers[kind](json_paths[0], images_dir, source)
+    raise InputError(f"--source={kind} takes exactly one --json file, got {list(json_paths)}")
+  return readers[kind](json_paths[0], images_dir, source, limits)

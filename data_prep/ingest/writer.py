@@ -21,18 +21,28 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from absl import app, flags, logging
+from absl import logging
 from tqdm import tqdm
 
-from data_prep.ingest import sources, tfds_export
-from data_prep.ingest.sources import ItemRejected, SourceItem
+from data_prep.ingest import caption_text, inputs, tfds_export
+from data_prep.ingest.caption_text import CaptionRules
+from data_prep.ingest.checks import check_item, duplicate_id_reject, reject_entry
+from data_prep.ingest.sources import SourceItem
 from fusionrs_jax.core import records
+from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.core.records import Record
 
+__all__ = ["IngestOptions", "check_item", "duplicate_id_reject", "ingest", "reject_entry"]
+
 # Bump when the staged chunk format changes, so an old work folder is never resumed.
-_WORK_VERSION = 1
-_SHARD_FILE = re.compile(r"^(?P<split>\w+)\.(?P<fmt>array_record|tfrecord)-\d{5}-of-\d{5}$")
+_WORK_VERSION = 2
+# Any dataset's shard files (an --out folder holds one dataset: one dataset_info.json).
+_SHARD_FILE = re.compile(r"^.+\.(?P<fmt>array_record|tfrecord)-\d{5}-of-\d{5}$")
 REJECTS_FILE = "rejects.jsonl"
+
+
+class ResumeError(UserError, ValueError):
+  """--resume over a work folder staged from other inputs or settings."""
 
 
 def _work_dir(out_dir: str, name: str) -> str:
@@ -42,67 +52,6 @@ def _work_dir(out_dir: str, name: str) -> str:
 # ----------------------------------------------------------------------------
 # Pass 1: check each item and stage accepted records in chunks.
 # ----------------------------------------------------------------------------
-
-
-def reject_entry(item_id: str, file: str, reason: str, detail: str, **extra) -> dict[str, Any]:
-  return {"id": item_id, "file": file, "reason": reason, "detail": detail, **extra}
-
-
-def _clean_captions(record: Record, file: str) -> list[dict[str, Any]]:
-  """Drops empty / non-text captions from `record` in place; returns their rejects."""
-  kept, rejects = [], []
-  for i, text in enumerate(record.captions):
-    if not isinstance(text, str):
-      rejects.append(
-        reject_entry(
-          record.id,
-          file,
-          "non_text_caption",
-          f"caption {i} is a {type(text).__name__}: {text!r}",
-          caption_index=i,
-        )
-      )
-    elif not text.strip():
-      rejects.append(
-        reject_entry(record.id, file, "empty_caption", f"caption {i} is empty", caption_index=i)
-      )
-    else:
-      kept.append(text.strip())
-  record.captions = kept
-  return rejects
-
-
-def check_item(item: SourceItem | Record, min_size: int) -> tuple[Record | None, list[dict]]:
-  """Loads and checks one item: (record or None when rejected, reject entries)."""
-  if isinstance(item, Record):
-    item_id, file = item.id, item.meta.get("file", "")
-  else:
-    item_id, file = item.id, item.file
-  try:
-    record = item if isinstance(item, Record) else item.load()
-  except ItemRejected as e:
-    return None, [reject_entry(item_id, file, e.reason, e.detail)]
-  had_captions = bool(record.captions)
-  rejects = _clean_captions(record, file)
-  if had_captions and not record.captions:
-    # Nothing left to train a captioner on: the whole sample goes, with one reason.
-    return None, [
-      reject_entry(item_id, file, rejects[0]["reason"], "every caption is empty or not text")
-    ]
-  try:
-    record.validate()
-    width, height = record.meta.get("width"), record.meta.get("height")
-    if width is None or height is None:
-      image, _ = sources.check_image_bytes(record.rgb or record.ir, f"record {item_id}")
-      width, height = image.size
-      record.meta.update(width=width, height=height)
-    if min(width, height) < min_size:
-      raise ItemRejected("image_too_small", f"{width}x{height} px is below --min_size={min_size}")
-  except ItemRejected as e:
-    return None, [reject_entry(item_id, file, e.reason, e.detail)]
-  except records.RecordError as e:
-    return None, [reject_entry(item_id, file, "invalid_record", str(e))]
-  return record, rejects
 
 
 def _chunk_paths(work: str, index: int) -> tuple[str, str]:
@@ -119,6 +68,29 @@ def _load_chunks(work: str) -> list[dict[str, Any]]:
   return chunks
 
 
+_LISTING = " (image listing)"
+
+
+def input_fingerprint(source_args: dict[str, Any]) -> dict[str, str]:
+  """sha256 of every annotation file in source_args["json"], and of the listing (names,
+  sizes, mtimes) of source_args["images"]: what --resume must find unchanged."""
+  out = {}
+  for path in source_args.get("json") or []:
+    out[path] = inputs.file_sha256(path) if os.path.isfile(path) else "missing"
+  images = source_args.get("images")
+  if images and os.path.isdir(images):
+    out[f"{images}{_LISTING}"] = inputs.folder_listing_sha256(images)
+  return out
+
+
+def _changed(previous: dict[str, Any], settings: dict[str, Any]) -> str:
+  """Which settings differ, named briefly (the keys, and files for the inputs)."""
+  names = [k for k in sorted(set(previous) | set(settings)) if previous.get(k) != settings.get(k)]
+  before, now = previous.get("inputs") or {}, settings.get("inputs") or {}
+  files = [os.path.basename(p.removesuffix(_LISTING)) for p in now if before.get(p) != now[p]]
+  return ", ".join(f"inputs ({', '.join(files)})" if n == "inputs" and files else n for n in names)
+
+
 def _prepare_work(work: str, settings: dict[str, Any], resume: bool) -> list[dict]:
   """Fresh work folder, or the completed chunks of an interrupted run with equal settings."""
   settings_path = os.path.join(work, "settings.json")
@@ -126,9 +98,9 @@ def _prepare_work(work: str, settings: dict[str, Any], resume: bool) -> list[dic
     with open(settings_path) as f:
       previous = json.load(f)
     if previous != settings:
-      raise ValueError(
-        f"{work} was started with other settings ({previous}) than this run "
-        f"({settings}); re-run with the same flags or drop --resume"
+      raise ResumeError(
+        f"--resume: {work} was staged from other inputs or settings (changed: "
+        f"{_changed(previous, settings)}); re-run without --resume to start over"
       )
     chunks = _load_chunks(work)
     logging.info(
@@ -144,41 +116,51 @@ def _prepare_work(work: str, settings: dict[str, Any], resume: bool) -> list[dic
   return []
 
 
-def _stage(
-  items: Iterable[SourceItem | Record],
-  work: str,
-  chunks: list[dict],
-  min_size: int,
-  chunk_size: int,
-  progress: bool,
-) -> list[dict]:
-  """Checks items chunk by chunk after the `chunks` already staged; returns all chunks."""
-  seen = {e["id"] for c in chunks for e in c["accepted"]}
-  seen |= {r["id"] for c in chunks for r in c["rejects"] if "caption_index" not in r}
-  done = sum(c["items"] for c in chunks)
-  iterator = iter(items)
+def _skip_staged(iterator: Iterator, done: int, work: str) -> None:
   for skipped in range(done):  # SourceItems are cheap: skipping them reads no image.
     if next(iterator, None) is None:
-      raise ValueError(
-        f"{work} has {done} items staged but the source now yields only "
-        f"{skipped}; the input changed, so re-run without --resume"
+      raise ResumeError(
+        f"--resume: {work} has {done} items staged but the source now yields only "
+        f"{skipped}; the input changed, so re-run without --resume to start over"
       )
-  bar = tqdm(initial=done, unit="img", desc="ingest", disable=not progress)
+
+
+def _stage_chunk(batch: list, seen: dict[str, str], options: IngestOptions) -> tuple[list, dict]:
+  """(record payloads, chunk summary) of one batch of items."""
+  payloads, summary = [], {"items": len(batch), "accepted": [], "rejects": [], "caption_fixes": {}}
+  for item in batch:
+    record, rejects = _check_unique(item, seen, options)
+    summary["rejects"].extend(rejects)
+    if record is None:
+      continue
+    image = record.rgb or record.ir
+    summary["accepted"].append(
+      {
+        "id": record.id,
+        "split": record.split,
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "file": item.file if isinstance(item, SourceItem) else record.meta.get("file", ""),
+      }
+    )
+    for key, n in record.meta.get(caption_text.FIXES_KEY, {}).items():
+      summary["caption_fixes"][key] = summary["caption_fixes"].get(key, 0) + n
+    payloads.append(records.encode(record))
+  return payloads, summary
+
+
+def _stage(
+  items: Iterable[SourceItem | Record], work: str, chunks: list[dict], options: IngestOptions
+) -> list[dict]:
+  """Checks items chunk by chunk after the `chunks` already staged; returns all chunks."""
+  seen = {e["id"]: e.get("file", "") for c in chunks for e in c["accepted"]}
+  seen |= {r["id"]: r["file"] for c in chunks for r in c["rejects"] if "caption_index" not in r}
+  done = sum(c["items"] for c in chunks)
+  iterator = iter(items)
+  _skip_staged(iterator, done, work)
+  bar = tqdm(initial=done, unit="img", desc="ingest", disable=not options.progress)
   start, count = time.time(), 0
-  while True:
-    batch = [item for _, item in zip(range(chunk_size), iterator)]
-    if not batch:
-      break
-    payloads, summary = [], {"items": len(batch), "accepted": [], "rejects": []}
-    for item in batch:
-      record, rejects = _check_unique(item, seen, min_size)
-      summary["rejects"].extend(rejects)
-      if record is not None:
-        image = record.rgb or record.ir
-        summary["accepted"].append(
-          {"id": record.id, "split": record.split, "sha256": hashlib.sha256(image).hexdigest()}
-        )
-        payloads.append(records.encode(record))
+  while batch := [item for _, item in zip(range(options.chunk_size), iterator)]:
+    payloads, summary = _stage_chunk(batch, seen, options)
     array_path, json_path = _chunk_paths(work, len(chunks))
     records.write_array_record(array_path, payloads)
     records.write_json_atomic(json_path, summary)
@@ -197,13 +179,13 @@ def _stage(
 
 
 def _check_unique(
-  item: SourceItem | Record, seen: set[str], min_size: int
+  item: SourceItem | Record, seen: dict[str, str], options: IngestOptions
 ) -> tuple[Record | None, list[dict]]:
   if item.id in seen:
-    file = item.file if isinstance(item, SourceItem) else item.meta.get("file", "")
-    return None, [reject_entry(item.id, file, "duplicate_id", "an earlier item has this id")]
-  seen.add(item.id)
-  return check_item(item, min_size)
+    return None, [duplicate_id_reject(item, seen[item.id])]
+  file = item.file if isinstance(item, SourceItem) else item.meta.get("file", "")
+  seen[item.id] = file
+  return check_item(item, options.min_size, options.captions)
 
 
 # ----------------------------------------------------------------------------
@@ -273,12 +255,14 @@ def _write_shards(
 
 
 def remove_stale_shards(out_dir: str, name: str, keep: set[str]) -> None:
-  """Shards of this dataset name that the current run did not write (old counts/splits)."""
-  for path in glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(name)}-*")):
-    rest = os.path.basename(path)[len(name) + 1 :]
+  """Shard files in `out_dir` that the run writing dataset `name` did not write: old counts,
+  old splits (also ones a split name with '-' once made unreadable), an earlier --name."""
+  for path in glob.glob(os.path.join(glob.escape(out_dir), "*")):
+    base = os.path.basename(path)
     # ".tmp-<pid>" files are half-written shards of a killed run.
-    if (_SHARD_FILE.match(rest) or ".tmp-" in rest) and path not in keep:
-      logging.info("removing stale shard %s", path)
+    is_shard = _SHARD_FILE.match(base) or _SHARD_FILE.match(base.split(".tmp-")[0])
+    if is_shard and os.path.isfile(path) and path not in keep:
+      logging.info("removing %s: not part of dataset %s as now written", path, name)
       os.remove(path)
 
 
@@ -306,6 +290,8 @@ class IngestOptions:
   chunk_size: int = 256  # items per staged chunk: the unit of work a resume keeps
   progress: bool = True
   source_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # caption hygiene: word limit and what happens over it (truncate | reject)
+  captions: CaptionRules = dataclasses.field(default_factory=CaptionRules)
 
 
 def ingest(
@@ -330,11 +316,13 @@ def ingest(
     "name": name,
     "min_size": options.min_size,
     "chunk_size": options.chunk_size,
+    "captions": dataclasses.asdict(options.captions),
     "source_args": options.source_args,
+    "inputs": input_fingerprint(options.source_args),
   }
   start = time.time()
   chunks = _prepare_work(work, settings, options.resume)
-  chunks = _stage(items, work, chunks, options.min_size, options.chunk_size, options.progress)
+  chunks = _stage(items, work, chunks, options)
   accepted = [entry for chunk in chunks for entry in chunk["accepted"]]
   final, moves = plan_dedup(accepted)
   written = {}
@@ -351,14 +339,23 @@ def ingest(
   if options.tfrecord:
     for split, paths in written.items():
       written[split] = paths + tfds_export.write_tfrecords(paths)
-  remove_stale_shards(out_dir, name, {p for paths in written.values() for p in paths})
+  shard_paths = sorted(p for paths in written.values() for p in paths)
+  remove_stale_shards(out_dir, name, set(shard_paths))
   reject_counts = _write_rejects(out_dir, chunks)
+  fixes: dict[str, int] = {}
+  for chunk in chunks:
+    for key, n in chunk["caption_fixes"].items():
+      fixes[key] = fixes.get(key, 0) + n
   extra = {
     "ingest": {
       "source_args": options.source_args,
       "min_size": options.min_size,
       "items": sum(c["items"] for c in chunks),
       "rejects": reject_counts,
+      # captions changed by hygiene (data_prep.ingest.caption_text), by kind
+      "caption_hygiene": {"rules": settings["captions"], **dict(sorted(fixes.items()))},
+      # every shard file this run wrote (ArrayRecord and any TFRecord export)
+      "shards_written": [os.path.basename(p) for p in shard_paths],
       "dedup_moves": moves,
       "tfrecord_export": options.tfrecord,
     }
@@ -385,75 +382,3 @@ def ingest(
     "seconds": round(time.time() - start, 2),
   }
   return summary
-
-
-# ----------------------------------------------------------------------------
-# CLI.
-# ----------------------------------------------------------------------------
-
-
-def define_flags() -> None:
-  """CLI flags, defined only when run as a script so importing this module (e.g. from
-  data_prep.beam or a test beside other CLIs) never clashes on flag names."""
-  flags.DEFINE_enum(
-    "source",
-    None,
-    ["karpathy", "nwpu", "folder", "coco_thermal"],
-    "Layout of the input (see data_prep/sources.py).",
-  )
-  flags.DEFINE_list(
-    "json",
-    None,
-    "Caption/annotation file(s); coco_thermal takes one per "
-    "split, comma-separated (split = file stem).",
-  )
-  flags.DEFINE_string("images", None, "Folder holding the images.")
-  flags.DEFINE_string("out", None, "Output folder for the shards.")
-  flags.DEFINE_string("name", None, "Dataset name: shard prefix and record id prefix.")
-  flags.DEFINE_integer("records_per_shard", 1000, "Records per shard.")
-  flags.DEFINE_bool("tfrecord", False, "Also export TFRecord shards.")
-  flags.DEFINE_bool("resume", False, "Continue an interrupted ingest in --out.")
-  flags.DEFINE_integer("min_size", 32, "Reject images with a side below this (px).")
-  flags.DEFINE_integer("chunk_size", 256, "Items per resumable staging chunk.")
-
-
-def main(argv: list[str]) -> None:
-  del argv
-  f = flags.FLAGS
-  for name in ("source", "json", "images", "out", "name"):
-    if not f[name].value:
-      raise app.UsageError(f"--{name} is required")
-  if not os.path.isdir(f.images):
-    raise app.UsageError(f"--images={f.images} is not a folder")
-  items = sources.read_source(f.source, f.json, f.images, f.name)
-  source_args = {
-    "source": f.source,
-    "json": [os.path.abspath(p) for p in f.json],
-    "images": os.path.abspath(f.images),
-  }
-  summary = ingest(
-    items,
-    f.out,
-    f.name,
-    IngestOptions(
-      records_per_shard=f.records_per_shard,
-      min_size=f.min_size,
-      tfrecord=f.tfrecord,
-      resume=f.resume,
-      chunk_size=f.chunk_size,
-      source_args=source_args,
-    ),
-  )
-  print(f"{summary['name']}: {summary['items']} items in {summary['seconds']} s")
-  for split, n in sorted(summary["splits"].items()):
-    print(f"  {split}: {n} records, {summary['captions'][split]} captions")
-  print(
-    f"  rejects: {summary['rejects'] or 'none'} "
-    f"(see {os.path.join(summary['out_dir'], REJECTS_FILE)})"
-  )
-  print(f"  duplicate images moved between splits: {len(summary['dedup_moves'])}")
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -9,6 +9,7 @@ a float image maps 0..max(1, its maximum). Alpha is dropped; grayscale repeats i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 
@@ -25,6 +26,39 @@ HIGH_BIT_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 FULL_BOX = (0.0, 0.0, 1.0, 1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+  """Size bounds checked from the image header, before any pixel is decoded."""
+
+  # A 12000x12000 (144 Mpx) image takes ~1.7 GB as float RGB; 40 Mpx covers 6000x6000 photos.
+  max_pixels: int = 40_000_000
+  # pixels; a side below this is no usable training image
+  min_side: int = 1
+
+
+class ImageLimitError(records.RecordError):
+  """An image's header size breaks ImageLimits; `reason` is too_many_pixels or image_too_small."""
+
+  def __init__(self, reason: str, message: str):
+    super().__init__(message)
+    self.reason = reason
+
+
+def check_limits(img: Image.Image, limits: ImageLimits, where: str) -> None:
+  """Raises ImageLimitError when the (not yet decoded) image's header size breaks `limits`."""
+  width, height = img.size
+  if width * height > limits.max_pixels:
+    raise ImageLimitError(
+      "too_many_pixels",
+      f"{where}: {width}x{height} px ({width * height / 1e6:.1f} Mpx) is over the limit of "
+      f"{limits.max_pixels} pixels",
+    )
+  if min(width, height) < limits.min_side:
+    raise ImageLimitError(
+      "image_too_small", f"{where}: {width}x{height} px has a side below {limits.min_side} px"
+    )
+
+
 @contextlib.contextmanager
 def _decoding(where: str):
   """PIL errors (several types) -> one RecordError naming the record."""
@@ -36,14 +70,18 @@ def _decoding(where: str):
     raise records.RecordError(f"{where}: undecodable image ({e})") from e
 
 
-def open_image(data: bytes, where: str = "image") -> Image.Image:
+def open_image(
+  data: bytes, where: str = "image", limits: ImageLimits | None = None
+) -> Image.Image:
   """Encoded bytes -> PIL image, turned upright by its EXIF orientation.
 
-  A JPEG's pixels are not decoded yet (crop_resize can still draft it at a lower scale),
-  unless it has to be rotated.
+  `limits` are checked from the header first. A JPEG's pixels are not decoded yet
+  (crop_resize can still draft it at a lower scale), unless it has to be rotated.
   """
   with _decoding(where):
     img = Image.open(io.BytesIO(data))
+    if limits is not None:
+      check_limits(img, limits, where)
     if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
       img = ImageOps.exif_transpose(img)
     return img
@@ -69,9 +107,11 @@ def _with_channels(x: np.ndarray, channels: int) -> np.ndarray:
   return np.repeat(x, channels, -1) if x.shape[-1] != channels else x
 
 
-def decode_image(data: bytes, channels: int, where: str = "image") -> np.ndarray:
+def decode_image(
+  data: bytes, channels: int, where: str = "image", limits: ImageLimits | None = None
+) -> np.ndarray:
   """Encoded image -> float32 [H, W, channels] in [-1, 1] at its stored resolution."""
-  img = open_image(data, where)
+  img = open_image(data, where, limits)
   with _decoding(where):
     x = np.asarray(standard_mode(img, channels), np.float32) / 255.0
   return _with_channels(x, channels) * 2.0 - 1.0

@@ -227,7 +227,7 @@ def _records_like(recs):
 def test_resume_with_other_settings_is_refused(tmp_path):
   with pytest.raises(RuntimeError):
     ingest(_crash_after(_records(), 9), str(tmp_path), "syn", _opts())
-  with pytest.raises(ValueError, match="other settings"):
+  with pytest.raises(ingest_lib.ResumeError, match="changed: min_size.*without --resume"):
     ingest(_records(), str(tmp_path), "syn", _opts(resume=True, min_size=8))
 
 

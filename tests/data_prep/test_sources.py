@@ -125,10 +125,13 @@ def test_folder_jsonl_and_csv_group_captions_per_image(tmp_path):
   assert (rec.captions, rec.label, rec.split) == (["one", "two"], "road", "train")
 
 
-def test_folder_row_without_image_column_names_the_row(tmp_path):
+def test_folder_row_without_image_column_is_a_reject_at_its_line(tmp_path):
   (tmp_path / "c.jsonl").write_text(json.dumps({"caption": "orphan"}) + "\n")
-  with pytest.raises(ValueError, match="row 1"):
-    list(sources.read_folder(str(tmp_path / "c.jsonl"), str(tmp_path), "my"))
+  (item,) = sources.read_folder(str(tmp_path / "c.jsonl"), str(tmp_path), "my")
+  assert item.position == "c.jsonl line 1"
+  with pytest.raises(sources.ItemRejected) as err:
+    item.load()
+  assert err.value.reason == "missing_filename"
 
 
 def test_coco_thermal_records_are_real_ir_with_boxes(tmp_path):

@@ -1,0 +1,171 @@
+"""What an ingest reads from disk, read defensively: annotation files (strict UTF-8 JSON with
+the error position), image paths confined to --images, image files checked against limits.
+
+Two kinds of failure: `InputError` (a whole file cannot be read: the command stops before
+writing anything) and `ItemRejected` (one entry or image is unusable: a rejects.jsonl line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from typing import Any
+
+from PIL import Image
+
+from fusionrs_jax.core.errors import UserError
+from fusionrs_jax.data import images
+
+# Formats kept as their original bytes; anything else (TIFF, BMP, ...) is re-encoded as PNG.
+KEPT_FORMATS = ("JPEG", "PNG")
+# Modes a PNG can hold as they are (16-bit thermal stays 16-bit); others become RGB.
+PNG_MODES = ("L", "RGB", "RGBA", "I;16")
+
+
+class ItemRejected(Exception):
+  """An item cannot become a record; `reason` is a short stable key for rejects.jsonl."""
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+    self.detail = detail
+
+
+class InputError(UserError, ValueError):
+  """A whole input file cannot be read; the message names the file and the position."""
+
+
+# ----------------------------------------------------------------------------
+# Annotation files.
+# ----------------------------------------------------------------------------
+
+
+def read_text(path: str, flag: str = "--json") -> str:
+  """A text file decoded as strict UTF-8; InputError names the byte offset otherwise."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise InputError(f"{path} not found; check {flag}") from None
+  except IsADirectoryError:
+    raise InputError(f"{path} is a folder; {flag} takes a file") from None
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data[: e.start].count(b"\n") + 1
+    raise InputError(
+      f"{path}: not UTF-8 at byte {e.start} (line {line}); re-save the file as UTF-8"
+    ) from None
+
+
+def load_json(path: str) -> Any:
+  """A whole JSON file; InputError names the line and column of a syntax error."""
+  text = read_text(path)
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise InputError(
+      f"{path}: not JSON at line {e.lineno} column {e.colno} ({e.msg}); fix or re-download it"
+    ) from None
+
+
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def folder_listing_sha256(folder: str) -> str:
+  """Hash of every file's relative path, size and mtime under `folder` (no content read):
+  cheap enough for --resume to notice images added, removed or replaced."""
+  h = hashlib.sha256()
+  for root, dirs, files in os.walk(folder):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      try:
+        st = os.stat(path)
+      except OSError:  # dangling symlink: its name still counts
+        st = None
+      rel = os.path.relpath(path, folder)
+      h.update(f"{rel}\0{st and st.st_size}\0{st and st.st_mtime_ns}\n".encode(errors="replace"))
+  return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# Image paths and files.
+# ----------------------------------------------------------------------------
+
+
+def inside_images(images_dir: str, relative: str) -> str:
+  """The real path of `relative` under `images_dir`; ItemRejected("outside_images") when it
+  leaves the folder after resolving `..`, absolute parts and symlinks (nothing is opened)."""
+  root = os.path.realpath(images_dir)
+  path = os.path.realpath(os.path.join(root, relative))
+  if os.path.commonpath([root, path]) != root:
+    raise ItemRejected(
+      "outside_images",
+      f"{relative!r} resolves to {path}, outside --images={images_dir}; "
+      "only files inside the images folder are read",
+    )
+  return path
+
+
+def first_inside(images_dir: str, candidates: list[str]) -> str:
+  """The first candidate path that exists (else the first), each confined to images_dir."""
+  paths = [inside_images(images_dir, c) for c in candidates]
+  return next((p for p in paths if os.path.exists(p)), paths[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedImage:
+  data: bytes  # encoded JPEG/PNG bytes
+  width: int  # pixels, upright (after EXIF orientation)
+  height: int  # pixels
+  format: str  # "JPEG" | "PNG" (after any conversion)
+  converted_from: str = ""  # original format when re-encoded as PNG
+
+
+def check_image_bytes(
+  data: bytes, where: str, limits: images.ImageLimits | None = None
+) -> tuple[Image.Image, str]:
+  """Opens encoded bytes with the one decoder (limits checked from the header), then decodes
+  every pixel (truncation shows only on full decode) -> (PIL image, original format)."""
+  if not data:
+    raise ItemRejected("empty_file", f"{where} has zero bytes")
+  try:
+    image = images.open_image(data, where, limits)
+    fmt = image.format or ""
+    image.load()
+  except images.ImageLimitError as e:
+    raise ItemRejected(e.reason, str(e)) from e
+  except Exception as e:  # RecordError from the decoder, OSError from load()
+    reason = "truncated_image" if "truncated" in str(e).lower() else "unreadable_image"
+    raise ItemRejected(reason, f"{where}: {e}" if where not in str(e) else str(e)) from e
+  # A rotated image is a transposed copy that has lost its format.
+  if not fmt:
+    with Image.open(io.BytesIO(data)) as original:
+      fmt = original.format or ""
+  return image, fmt
+
+
+def load_image(path: str, limits: images.ImageLimits | None = None) -> LoadedImage:
+  """Reads and checks an image file (already confined by inside_images); formats other than
+  JPEG/PNG are re-encoded as PNG."""
+  if not os.path.isfile(path):
+    raise ItemRejected("missing_file", f"{path} does not exist")
+  with open(path, "rb") as f:
+    data = f.read()
+  image, fmt = check_image_bytes(data, path, limits)
+  if fmt in KEPT_FORMATS:
+    return LoadedImage(data, image.width, image.height, fmt)
+  if image.mode not in PNG_MODES:
+    image = image.convert("RGB")
+  buf = io.BytesIO()
+  image.save(buf, format="PNG")
+  return LoadedImage(buf.getvalue(), image.width, image.height, "PNG", converted_from=fmt)

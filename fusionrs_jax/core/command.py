@@ -1,0 +1,98 @@
+"""How commands start and fail: absl flags, `--help` from the module docstring, every user
+mistake (unknown flag, missing file, wrong folder: app.UsageError or UserError) as one
+`error: ...` line on stderr with exit code 2, and third-party INFO chatter kept quiet.
+
+Layer 1, so data_prep commands (layer 3) and fusionrs_jax.cli (layer 6) start the same way.
+"""
+
+from __future__ import annotations
+
+import logging as py_logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+from fusionrs_jax.core.errors import UserError
+
+# Below WARNING, records from these packages are shown only with --verbosity >= 1: Orbax
+# prints its option reprs per checkpoint, JAX probes for a TPU on every start.
+QUIET_PACKAGES = ("orbax", "jax", "jaxlib", "absl/testing", "grain")
+
+
+def fail(message: str) -> NoReturn:
+  """Ends the command with `error: <message>` on stderr and exit code 2."""
+  print(f"error: {one_line(message)}", file=sys.stderr)
+  sys.exit(2)
+
+
+def message_of(e: BaseException) -> str:
+  """An exception's message (str(KeyError) would add quotes)."""
+  return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+def one_line(text: str) -> str:
+  """A message on one line; an embedded traceback (config_flags puts the config file's own
+  traceback in its message) is reduced to its final line."""
+  if "Traceback (most recent call last)" in text:
+    head = text.split("Traceback (most recent call last)")[0]
+    last = [ln for ln in text.splitlines() if ln.strip()][-1]
+    text = f"{head.strip()} {last.strip()}"
+  return " ".join(text.replace("\\n", " ").split())
+
+
+class _ThirdPartyInfoFilter(py_logging.Filter):
+  """Drops INFO/DEBUG records of QUIET_PACKAGES unless --verbosity >= 1."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if record.levelno >= py_logging.WARNING or absl_logging.get_verbosity() >= 1:
+      return True
+    path = record.pathname.replace(os.sep, "/")
+    name = record.name.split(".")[0]
+    return not any(f"/{p}/" in path or name == p for p in QUIET_PACKAGES)
+
+
+_FILTER = _ThirdPartyInfoFilter()
+
+
+def quiet_third_party() -> None:
+  """Installs the filter on absl's handler and the root logger's (idempotent)."""
+  for handler in [absl_logging.get_absl_handler(), *py_logging.getLogger().handlers]:
+    if _FILTER not in handler.filters:
+      handler.addFilter(_FILTER)
+
+
+def parse_flags(argv: Sequence[str], positional: int = 0) -> list[str]:
+  """Parses absl flags; a flag error or an unexpected argument is one line, exit 2."""
+  app.define_help_flags()
+  try:
+    remaining = flags.FLAGS(list(argv))
+  except flags.Error as e:
+    fail(str(e))
+  if len(remaining) - 1 > positional:
+    fail(f"unexpected arguments: {' '.join(remaining[1 + positional :])}")
+  return remaining
+
+
+def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
+  """`main` with app.UsageError / UserError turned into one line and exit code 2 (absl would
+  print the module docstring and the flag help first)."""
+
+  def run_main(argv: Sequence[str]) -> None:
+    quiet_third_party()
+    try:
+      main(argv)
+    except (app.UsageError, UserError) as e:
+      fail(message_of(e))
+
+  return run_main
+
+
+def run(main: Callable[[Sequence[str]], None], positional: int = 0) -> None:
+  """`app.run(main)` with one-line user errors; `positional` arguments are allowed
+  (e.g. the task of `cli.evaluate TASK`)."""
+  remaining = parse_flags(sys.argv, positional)
+  app.run(guarded(main), argv=sys.argv, flags_parser=lambda _: remaining)
