@@ -29,8 +29,24 @@ def _pair_loss(config, mesh):
   if impl == "reference":
     return losses.sigmoid_loss
   if impl == "softmax":
-    return lambda zi, zt, t, b: losses.softmax_contrastive_loss(zi, zt, t)
+    return lambda zi, zt, t, b, valid=None: losses.softmax_contrastive_loss(zi, zt, t, valid)
   raise common.UserError(f"config.loss.impl must be chunked|reference|softmax, got {impl!r}")
+
+
+def input_masks(batch) -> dict:
+  """Which rows of a batch have each loss input: {"rgb", "ir", "text", "ir_text"} -> [B] bool.
+
+  The IR-aware caption falls back to the scene caption (input_pipeline), so its row has text
+  when either is there. Keys whose batch field is absent are left out (treated as present).
+  """
+  masks = {
+    "rgb": batch.get("has_rgb"),
+    "ir": batch.get("has_ir"),
+    "text": batch.get("has_caption"),
+  }
+  if batch.get("has_ir_caption") is not None and batch.get("has_caption") is not None:
+    masks["ir_text"] = batch["has_ir_caption"] | batch["has_caption"]
+  return {k: v for k, v in masks.items() if v is not None}
 
 
 def make_train_step(model, tx, config, mesh):
@@ -46,7 +62,9 @@ def make_train_step(model, tx, config, mesh):
       "ir_text": batch.get("ir_tokens"),
     }
     emb = model.apply(params, **inputs)
-    total, per_pair = losses.multi_pair_loss(emb, weights, emb["t"], emb["b"], pair_loss)
+    total, per_pair = losses.multi_pair_loss(
+      emb, weights, emb["t"], emb["b"], pair_loss, masks=input_masks(batch)
+    )
     return total, {**{f"loss/{k}": v for k, v in per_pair.items()}, "t": emb["t"], "b": emb["b"]}
 
   def train_step(state, batch):
