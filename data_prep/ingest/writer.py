@@ -10,13 +10,11 @@ one split and the final shards, dataset_info.json, rejects.jsonl and exports are
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -28,7 +26,7 @@ from data_prep.ingest import caption_text, inputs, tfds_export
 from data_prep.ingest.caption_text import CaptionRules
 from data_prep.ingest.checks import check_item, duplicate_id_reject, reject_entry
 from data_prep.ingest.sources import SourceItem
-from fusionrs_jax.core import records
+from fusionrs_jax.core import fs, records
 from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.core.records import Record
 
@@ -46,7 +44,7 @@ class ResumeError(UserError, ValueError):
 
 
 def _work_dir(out_dir: str, name: str) -> str:
-  return os.path.join(out_dir, f".ingest-{name}")
+  return fs.join(out_dir, f".ingest-{name}")
 
 
 # ----------------------------------------------------------------------------
@@ -55,15 +53,15 @@ def _work_dir(out_dir: str, name: str) -> str:
 
 
 def _chunk_paths(work: str, index: int) -> tuple[str, str]:
-  stem = os.path.join(work, f"chunk-{index:05d}")
+  stem = fs.join(work, f"chunk-{index:05d}")
   return f"{stem}.array_record", f"{stem}.json"
 
 
 def _load_chunks(work: str) -> list[dict[str, Any]]:
   """Completed chunk summaries in order; the JSON is written last, so it marks completion."""
   chunks = []
-  while os.path.exists(_chunk_paths(work, len(chunks))[1]):
-    with open(_chunk_paths(work, len(chunks))[1]) as f:
+  while fs.exists(_chunk_paths(work, len(chunks))[1]):
+    with fs.open(_chunk_paths(work, len(chunks))[1]) as f:
       chunks.append(json.load(f))
   return chunks
 
@@ -93,9 +91,9 @@ def _changed(previous: dict[str, Any], settings: dict[str, Any]) -> str:
 
 def _prepare_work(work: str, settings: dict[str, Any], resume: bool) -> list[dict]:
   """Fresh work folder, or the completed chunks of an interrupted run with equal settings."""
-  settings_path = os.path.join(work, "settings.json")
-  if resume and os.path.exists(settings_path):
-    with open(settings_path) as f:
+  settings_path = fs.join(work, "settings.json")
+  if resume and fs.exists(settings_path):
+    with fs.open(settings_path) as f:
       previous = json.load(f)
     if previous != settings:
       raise ResumeError(
@@ -110,8 +108,8 @@ def _prepare_work(work: str, settings: dict[str, Any], resume: bool) -> list[dic
       work,
     )
     return chunks
-  shutil.rmtree(work, ignore_errors=True)
-  os.makedirs(work)
+  fs.rmtree(work)
+  fs.makedirs(work)
   records.write_json_atomic(settings_path, settings)
   return []
 
@@ -247,7 +245,7 @@ def _write_shards(
   count = max(1, math.ceil(total / records_per_shard))
   paths = []
   for i in range(count):
-    path = os.path.join(out_dir, records.shard_name(name, split, i, count))
+    path = fs.join(out_dir, records.shard_name(name, split, i, count))
     chunk = (p for _, p in zip(range(records_per_shard), payloads))
     records.write_array_record(path, chunk)
     paths.append(path)
@@ -257,25 +255,23 @@ def _write_shards(
 def remove_stale_shards(out_dir: str, name: str, keep: set[str]) -> None:
   """Shard files in `out_dir` that the run writing dataset `name` did not write: old counts,
   old splits (also ones a split name with '-' once made unreadable), an earlier --name."""
-  for path in glob.glob(os.path.join(glob.escape(out_dir), "*")):
-    base = os.path.basename(path)
+  for path in fs.glob(fs.join(fs.escape(out_dir), "*")):
+    base = fs.basename(path)
     # ".tmp-<pid>" files are half-written shards of a killed run.
     is_shard = _SHARD_FILE.match(base) or _SHARD_FILE.match(base.split(".tmp-")[0])
-    if is_shard and os.path.isfile(path) and path not in keep:
+    if is_shard and fs.isfile(path) and path not in keep:
       logging.info("removing %s: not part of dataset %s as now written", path, name)
-      os.remove(path)
+      fs.remove(path)
 
 
 def _write_rejects(out_dir: str, chunks: list[dict]) -> dict[str, int]:
-  path = os.path.join(out_dir, REJECTS_FILE)
+  path = fs.join(out_dir, REJECTS_FILE)
   counts: dict[str, int] = {}
-  tmp = records.temp_path(path)
-  with open(tmp, "w") as f:
+  with fs.staged_file(path) as tmp, open(tmp, "w") as f:
     for chunk in chunks:
       for reject in chunk["rejects"]:
         counts[reject["reason"]] = counts.get(reject["reason"], 0) + 1
         f.write(json.dumps(reject, sort_keys=True) + "\n")
-  os.replace(tmp, path)
   return dict(sorted(counts.items()))
 
 
@@ -309,7 +305,7 @@ def ingest(
   options = options or IngestOptions()
   if options.records_per_shard < 1 or options.chunk_size < 1:
     raise ValueError("records_per_shard and chunk_size must be >= 1")
-  os.makedirs(out_dir, exist_ok=True)
+  fs.makedirs(out_dir)
   work = _work_dir(out_dir, name)
   settings = {
     "version": _WORK_VERSION,
@@ -361,15 +357,15 @@ def ingest(
     }
   }
   info = records.write_info(out_dir, name, extra=extra)
-  if info["splits"]:
-    tfds_export.write_tfds_metadata(out_dir, name, info)
-  else:
+  if not info["splits"]:
     logging.warning(
       "every item of %s was rejected (see %s); no shards written",
       name,
-      os.path.join(out_dir, REJECTS_FILE),
+      fs.join(out_dir, REJECTS_FILE),
     )
-  shutil.rmtree(work)
+  elif not fs.is_remote(out_dir):  # the tfds view links the shards: GCS has no symlinks
+    tfds_export.write_tfds_metadata(out_dir, name, info)
+  fs.rmtree(work)
   summary = {
     "out_dir": out_dir,
     "name": name,
