@@ -17,6 +17,7 @@ import time
 
 from absl import app, flags
 
+from data_prep.ir_text import boxes as ir_boxes
 from data_prep.ir_text import (
   filter as ir_filter,
 )
@@ -156,19 +157,35 @@ def annotate_record(
   return annotate_with_stats(record, num_captions, report, rewriter)[0]
 
 
-def annotate_with_stats(record, num_captions=4, report=None, rewriter=None):
-  """(annotated record, its IR measurements or None when the record has no IR)."""
+def with_box_captions(record: records.Record, height: int, width: int) -> records.Record:
+  """A record with boxes but no captions (HIT-UAV) gets captions stating its boxes' counts and
+  regions; their provenance goes to meta["caption_provenance"]. Others come back unchanged."""
+  objects = record.meta.get("objects") or []
+  if record.captions or not objects:
+    return record
+  caps = ir_boxes.box_captions(objects, height, width, seed=record.id)
+  meta = {**record.meta, "caption_provenance": ir_boxes.provenance_json(caps)}
+  return dataclasses.replace(record, captions=[c for c, _ in caps], meta=meta)
+
+
+def annotate_with_stats(record, num_captions=4, report=None, rewriter=None, box_captions=True):
+  """(annotated record, its IR measurements or None when the record has no IR).
+
+  With box_captions, a record with boxes and no captions first gets box-grounded captions.
+  """
   if not record.ir:
     return record, None
   try:
     ir = ir_stats.decode_ir(record.ir)
   except Exception as e:
     raise records.RecordError(f"record {record.id!r}: IR image does not decode ({e})") from e
+  if box_captions:
+    record = with_box_captions(record, *ir.shape)
   objects = record.meta.get("objects") or []
   stats = ir_stats.measure_ir(ir, objects)
   captions = describe_ir(
     ir,
-    record.captions,
+    ir_boxes.grounding_texts(record),
     objects,
     seed=record.id,
     num_captions=num_captions,

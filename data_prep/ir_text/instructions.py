@@ -6,6 +6,7 @@ Every answer is read off the scene captions, the annotated boxes or the IR measu
 
 from __future__ import annotations
 
+from data_prep.ir_text import boxes as ir_boxes
 from data_prep.ir_text import lexicon as ir_lexicon
 from data_prep.ir_text import stats as ir_stats
 from data_prep.ir_text.templates import rng_for
@@ -95,6 +96,19 @@ def _presence(rng, record, present: dict[str, str]) -> list[dict]:
   return items
 
 
+def _box_presence(rng, record) -> list[dict]:
+  """Presence questions about the box classes only (a box set says nothing about trees): one
+  present and one absent class when the boxes have both."""
+  counts = ir_boxes.box_facts(record.meta.get("objects"), 1, 1)["counts"]
+  items = []
+  for answer in ("Yes.", "No."):
+    cats = sorted(c for c, n in counts.items() if bool(n) == (answer == "Yes."))
+    if cats:
+      noun = ir_boxes.NOUNS[rng.choice(cats)][1]
+      items.append(_ask(rng, "object_presence", answer, f"Are there any {noun} in this image?"))
+  return items
+
+
 def _counting(rng, record) -> list[dict]:
   """Counts from annotated boxes, else counts the scene captions state."""
   objects = [
@@ -148,17 +162,21 @@ def make_instructions(record, stats: dict | None) -> list[dict]:
   """
   rng = rng_for(f"instructions:{record.id}")
   items = []
-  if record.captions:
+  # No RGB image (real thermal records): nothing to describe or compare on the RGB side.
+  if record.captions and record.rgb:
     items.append(_ask(rng, "describe_rgb", _clean(rng.choice(record.captions))))
   if record.ir_captions:
     items.append(_ask(rng, "describe_ir", rng.choice(record.ir_captions)))
-  present = ir_lexicon.mentioned_classes(record.captions)
-  for cls, noun in ir_lexicon.object_classes(record.meta.get("objects") or []).items():
-    present.setdefault(cls, noun)
-  items.extend(_presence(rng, record, present))
+  if record.captions and not ir_boxes.grounding_texts(record):
+    items.extend(_box_presence(rng, record))
+  else:
+    present = ir_lexicon.mentioned_classes(record.captions)
+    for cls, noun in ir_lexicon.object_classes(record.meta.get("objects") or []).items():
+      present.setdefault(cls, noun)
+    items.extend(_presence(rng, record, present))
   items.extend(_counting(rng, record))
   if stats is not None:
-    compare = _compare(rng, record, stats)
+    compare = _compare(rng, record, stats) if record.rgb else None
     if compare:
       items.append(compare)
     for key in ("brightest", "darkest"):
