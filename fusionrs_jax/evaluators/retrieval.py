@@ -4,8 +4,12 @@ classification, shared by the SigLIP trainer and the standalone CLI:
   python -m fusionrs_jax.cli.evaluate retrieval --checkpoint=workdirs/siglip_ir [--data=DIR]
       [--split=test] [--out=metrics.json]
 
-Positives: every caption of the same image, plus any caption whose normalized text equals
-one of them; RGB<->IR positives are the same sample id.
+Headline protocol (as RemoteCLIP / GeoRSCLIP tables on RSICD, RSITMD and UCM): an image's
+positives are its own captions, a caption's positive is its own image; RGB<->IR positives are
+the same sample id. Metrics `<direction>/R@k`, `mR` (six directions), `mR_irtext`.
+Second table, `same_text/...` (the FusionRS release's protocol): any caption whose normalized
+text equals one of the image's own captions also counts, which inflates text->image recall
+when datasets repeat captions.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from fusionrs_jax.data import input_pipeline
 DIRECTIONS = ("rgb2text", "text2rgb", "ir2text", "text2ir", "rgb2ir", "ir2rgb")
 # Against the IR-aware captions, reported when the split has them.
 IR_CAPTION_DIRECTIONS = ("ir2irtext", "irtext2ir")
+# Metric-name prefix of the caption-text-equality protocol (the second table).
+SAME_TEXT = "same_text/"
 
 
 def normalize_caption(text: str) -> str:
@@ -41,7 +47,15 @@ def recall_at_k(scores: np.ndarray, positives: np.ndarray, ks: Sequence[int]) ->
   return {k: float(100.0 * np.mean(first < k)) for k in ks}
 
 
-def caption_positives(image_caption_ids: list[list[int]], texts: list[str]) -> np.ndarray:
+def own_caption_positives(image_caption_ids: list[list[int]], num_texts: int) -> np.ndarray:
+  """[I, T] bool: caption t is a positive of image i iff it is one of image i's captions."""
+  pos = np.zeros((len(image_caption_ids), num_texts), bool)
+  for i, ids in enumerate(image_caption_ids):
+    pos[i, ids] = True
+  return pos
+
+
+def same_text_positives(image_caption_ids: list[list[int]], texts: list[str]) -> np.ndarray:
   """[I, T] bool: caption t is a positive of image i (its own, or the same normalized text)."""
   norm = [normalize_caption(t) for t in texts]
   by_text: dict[str, set[int]] = {}
@@ -55,9 +69,14 @@ def caption_positives(image_caption_ids: list[list[int]], texts: list[str]) -> n
 
 
 def retrieval_table(
-  emb: dict[str, np.ndarray], pos_text: np.ndarray, pos_irtext: np.ndarray | None, ks: Sequence[int]
+  emb: dict[str, np.ndarray],
+  pos_text: np.ndarray,
+  pos_irtext: np.ndarray | None,
+  ks: Sequence[int],
+  prefix: str = "",
 ) -> dict[str, float]:
-  """Embeddings {rgb [I,D], ir [I,D], text [T,D], ir_text [T',D]} -> flat metrics dict."""
+  """Embeddings {rgb [I,D], ir [I,D], text [T,D], ir_text [T',D]} and positives [I,T],
+  [I,T'] -> flat metrics dict `{prefix}<direction>/R@k`, `{prefix}mR`, `{prefix}mR_irtext`."""
   out = {}
   pairs = {
     "rgb2text": ("rgb", "text", pos_text),
@@ -70,14 +89,37 @@ def retrieval_table(
     sims = emb[a] @ emb[b].T
     back = name.split("2")[1] + "2" + name.split("2")[0]
     for k, v in recall_at_k(sims, pos, ks).items():
-      out[f"{name}/R@{k}"] = v
+      out[f"{prefix}{name}/R@{k}"] = v
     for k, v in recall_at_k(sims.T, pos.T, ks).items():
-      out[f"{back}/R@{k}"] = v
-  out["mR"] = float(np.mean([out[f"{d}/R@{k}"] for d in DIRECTIONS for k in ks]))
+      out[f"{prefix}{back}/R@{k}"] = v
+  out[f"{prefix}mR"] = float(np.mean([out[f"{prefix}{d}/R@{k}"] for d in DIRECTIONS for k in ks]))
   if pos_irtext is not None:
-    out["mR_irtext"] = float(
-      np.mean([out[f"{d}/R@{k}"] for d in IR_CAPTION_DIRECTIONS for k in ks])
+    out[f"{prefix}mR_irtext"] = float(
+      np.mean([out[f"{prefix}{d}/R@{k}"] for d in IR_CAPTION_DIRECTIONS for k in ks])
     )
+  return out
+
+
+def both_protocols(
+  emb: dict[str, np.ndarray],
+  caption_ids: list[list[int]],
+  captions: list[str],
+  ir_caption_ids: list[list[int]] | None,
+  ir_captions: list[str] | None,
+  ks: Sequence[int],
+) -> dict[str, float]:
+  """The headline own-caption table and the `same_text/` table of the same embeddings.
+
+  caption_ids[i]: indices into `captions` (rows of emb["text"]) of image i's captions; the
+  IR-aware pair is scored when ir_caption_ids/ir_captions are given (emb["ir_text"]).
+  """
+  out = {}
+  for prefix, positives in (
+    ("", lambda ids, texts: own_caption_positives(ids, len(texts))),
+    (SAME_TEXT, same_text_positives),
+  ):
+    pos_irtext = None if ir_caption_ids is None else positives(ir_caption_ids, ir_captions)
+    out.update(retrieval_table(emb, positives(caption_ids, captions), pos_irtext, ks, prefix))
   return out
 
 
@@ -168,11 +210,8 @@ class RetrievalEvaluator:
       self.ir_captions.extend(rec.ir_captions)
       self.labels.append(rec.label)
     self.rgb, self.ir = np.stack(rgb), np.stack(ir)
-    self.pos_text = caption_positives(self.caption_ids, self.captions)
-    has_ir_caps = all(self.ir_caption_ids) and self.ir_captions
-    self.pos_irtext = (
-      caption_positives(self.ir_caption_ids, self.ir_captions) if has_ir_caps else None
-    )
+    # The IR-aware directions are scored only when every image has IR-aware captions.
+    self.has_ir_captions = bool(all(self.ir_caption_ids) and self.ir_captions)
     logging.info(
       "retrieval eval: %d images, %d captions, %d IR captions from %s:%s",
       len(self.rgb),
@@ -190,15 +229,18 @@ class RetrievalEvaluator:
     return self._batched(lambda t: self._embed_texts(params, t), tokens)
 
   def run(self, params) -> dict[str, float]:
-    """Six retrieval directions (+ IR-aware caption directions, + zero-shot accuracy)."""
+    """Six retrieval directions (+ IR-aware caption directions) under both protocols, +
+    zero-shot accuracy."""
     emb = {
       m: self._batched(lambda x, m=m: self._embed_images(params, x, m), getattr(self, m))
       for m in ("rgb", "ir")
     }
     emb["text"] = self._texts(params, self.captions)
-    if self.pos_irtext is not None:
+    ir_ids, ir_texts = None, None
+    if self.has_ir_captions:
       emb["ir_text"] = self._texts(params, self.ir_captions)
-    out = retrieval_table(emb, self.pos_text, self.pos_irtext, self.ks)
+      ir_ids, ir_texts = self.ir_caption_ids, self.ir_captions
+    out = both_protocols(emb, self.caption_ids, self.captions, ir_ids, ir_texts, self.ks)
     classes = sorted(set(self.labels) - {""})
     if len(classes) > 1 and all(self.labels):
       target = np.array([classes.index(c) for c in self.labels])
@@ -209,13 +251,23 @@ class RetrievalEvaluator:
     return out
 
 
-def format_table(metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)) -> str:
-  """Plain-text table: one row per direction, R@k columns, then mR."""
-  dirs = [d for d in DIRECTIONS + IR_CAPTION_DIRECTIONS if f"{d}/R@{ks[0]}" in metrics]
+def _direction_rows(metrics: dict[str, float], ks: Sequence[int], prefix: str) -> list[str]:
+  dirs = [d for d in DIRECTIONS + IR_CAPTION_DIRECTIONS if f"{prefix}{d}/R@{ks[0]}" in metrics]
   lines = [f"{'direction':<12}" + "".join(f"{'R@' + str(k):>8}" for k in ks)]
   for d in dirs:
-    lines.append(f"{d:<12}" + "".join(f"{metrics[f'{d}/R@{k}']:8.1f}" for k in ks))
-  lines.append(f"{'mR (6 dirs)':<12}{metrics['mR']:8.1f}")
+    lines.append(f"{d:<12}" + "".join(f"{metrics[f'{prefix}{d}/R@{k}']:8.1f}" for k in ks))
+  lines.append(f"{'mR (6 dirs)':<12}{metrics[f'{prefix}mR']:8.1f}")
+  return lines
+
+
+def format_table(metrics: dict[str, float], ks: Sequence[int] = (1, 5, 10)) -> str:
+  """Plain-text tables: one row per direction, R@k columns, then mR; the headline
+  (own-caption positives) first, then the same-text protocol when present, then zero-shot."""
+  lines = ["retrieval, own captions as positives (headline)"]
+  lines += _direction_rows(metrics, ks, "")
+  if f"{SAME_TEXT}mR" in metrics:
+    lines += ["", "retrieval, any caption with the same normalized text also counts (same_text/)"]
+    lines += _direction_rows(metrics, ks, SAME_TEXT)
   for key in sorted(k for k in metrics if k.startswith("zeroshot")):
     lines.append(f"{key:<18}{metrics[key]:6.1f}")
   return "\n".join(lines)

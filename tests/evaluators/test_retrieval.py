@@ -47,9 +47,9 @@ def test_recall_ties_count_only_when_the_positive_sorts_first():
   assert retrieval.recall_at_k(scores, positives, (1, 4)) == {1: 50.0, 4: 100.0}
 
 
-def test_caption_positives_include_identical_normalized_text_of_other_images():
+def test_same_text_positives_include_identical_normalized_text_of_other_images():
   texts = ["A dog.", "a cat", "a  DOG!", "bird", "a dogs"]
-  pos = retrieval.caption_positives([[0, 1], [2], [3, 4]], texts)
+  pos = retrieval.same_text_positives([[0, 1], [2], [3, 4]], texts)
   expected = np.array(
     [
       [1, 1, 1, 0, 0],  # own captions + "a  DOG!" (== "a dog")
@@ -75,11 +75,13 @@ def test_perfect_embeddings_give_100_in_every_direction():
     "ir_text": _onehot(images, d),
   }
   caption_ids = [[2 * i, 2 * i + 1] for i in range(n)]
-  pos = retrieval.caption_positives(caption_ids, [f"caption {i}" for i in range(2 * n)])
-  out = retrieval.retrieval_table(emb, pos, np.eye(n, dtype=bool), KS)
-  for d_name in retrieval.DIRECTIONS + retrieval.IR_CAPTION_DIRECTIONS:
-    assert [out[f"{d_name}/R@{k}"] for k in KS] == [100.0] * 3, d_name
-  assert out["mR"] == 100.0 and out["mR_irtext"] == 100.0
+  texts = [f"caption {i}" for i in range(2 * n)]
+  ir_ids = [[i] for i in range(n)]
+  out = retrieval.both_protocols(emb, caption_ids, texts, ir_ids, texts[:n], KS)
+  for prefix in ("", retrieval.SAME_TEXT):
+    for d_name in retrieval.DIRECTIONS + retrieval.IR_CAPTION_DIRECTIONS:
+      assert [out[f"{prefix}{d_name}/R@{k}"] for k in KS] == [100.0] * 3, d_name
+    assert out[f"{prefix}mR"] == 100.0 and out[f"{prefix}mR_irtext"] == 100.0
 
 
 def test_deranged_texts_score_zero_r1_while_rgb_ir_stays_perfect():
@@ -108,10 +110,60 @@ def test_directions_use_the_right_orientation():
   # Image 1's second caption (text 2) looks like image 0: images still find a right caption
   # first, but text 2 retrieves the wrong image.
   emb = {"rgb": _onehot([0, 1], 2), "ir": _onehot([0, 1], 2), "text": _onehot([0, 1, 0], 2)}
-  pos = retrieval.caption_positives([[0], [1, 2]], ["a", "b", "c"])
+  pos = retrieval.own_caption_positives([[0], [1, 2]], 3)
   out = retrieval.retrieval_table(emb, pos, None, (1,))
   assert out["rgb2text/R@1"] == 100.0
   assert out["text2rgb/R@1"] == pytest.approx(200.0 / 3)
+
+
+def test_own_caption_positives_are_each_images_own_captions_only():
+  pos = retrieval.own_caption_positives([[0, 1], [2], [3, 4]], 5)
+  expected = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1]], bool)
+  np.testing.assert_array_equal(pos, expected)
+
+
+def _protocol_scores():
+  """[12 images, 12 captions] similarities; caption t belongs to image t and captions 0, 1, 2
+  share one normalized text. Unset entries are 0 (ties sort by index)."""
+  s = np.zeros((12, 12), np.float32)
+  np.fill_diagonal(s, 0.5)
+  s[0, 1] = 0.9  # image 0 ranks caption 1 (same text) first ...
+  s[0, 7:11] = 0.8  # ... and four unrelated captions before its own: own caption at rank 5
+  s[2, 0] = 0.9  # image 2 ranks caption 0 (same text) first ...
+  s[2, 2] = -0.5  # ... and its own caption last (rank 11)
+  return s
+
+
+def test_standard_and_same_text_protocols_on_a_hand_built_similarity_matrix():
+  texts = ["Many buildings.", "many buildings", "MANY  buildings!"]
+  texts += [f"scene {i}" for i in range(3, 12)]
+  s = _protocol_scores()
+  # rgb @ text.T == s; IR embeds like RGB, so the IR directions repeat the RGB ones.
+  emb = {"rgb": s, "ir": s, "text": np.eye(12, dtype=np.float32)}
+  out = retrieval.both_protocols(emb, [[i] for i in range(12)], texts, None, None, KS)
+  pct = lambda hits: pytest.approx(100.0 * hits / 12)
+  # image -> text. Own captions: image 0 finds its caption at rank 5 (R@10 only), image 2
+  # never; the other 10 at rank 0. Same text: images 0 and 2 find caption 1 / 0 first.
+  own_i2t, same_i2t = [pct(10), pct(10), pct(11)], [pct(12)] * 3
+  # text -> image. Own image: captions 0, 1 and 7-10 find it at rank 1 (image 2 / image 0
+  # scores higher), caption 2 at rank 11, captions 3-6 and 11 at rank 0. Same text: captions
+  # 0, 1, 2 each have image 2 / 0 / 0 (tie, lowest index) of their text first.
+  own_t2i, same_t2i = [pct(5), pct(11), pct(11)], [pct(8), pct(12), pct(12)]
+  for d in ("rgb2text", "ir2text"):
+    assert [out[f"{d}/R@{k}"] for k in KS] == own_i2t, d
+    assert [out[f"same_text/{d}/R@{k}"] for k in KS] == same_i2t, d
+  for d in ("text2rgb", "text2ir"):
+    assert [out[f"{d}/R@{k}"] for k in KS] == own_t2i, d
+    assert [out[f"same_text/{d}/R@{k}"] for k in KS] == same_t2i, d
+  # RGB <-> IR positives are the sample id under both protocols.
+  for d in ("rgb2ir", "ir2rgb"):
+    assert [out[f"{d}/R@{k}"] for k in KS] == [out[f"same_text/{d}/R@{k}"] for k in KS]
+  assert {k for k in out if k.endswith("/R@1")} == {
+    f"{p}{d}/R@1" for p in ("", "same_text/") for d in retrieval.DIRECTIONS
+  }
+  assert out["mR"] < out["same_text/mR"]
+  table = retrieval.format_table(out)
+  assert table.index("own captions") < table.index("same normalized text")
 
 
 # ----------------------------------------------------------------------------
@@ -177,7 +229,7 @@ def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dat
     embed_texts=fake.embed_texts,
   )
   fake.bind(ev)
-  assert len(ev.rgb) == 16 and len(ev.captions) >= 16 and ev.pos_irtext is not None
+  assert len(ev.rgb) == 16 and len(ev.captions) >= 16 and ev.has_ir_captions
   assert len(fake.classes) > 1
   out = ev.run(params=None)
 
@@ -185,7 +237,10 @@ def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dat
   emb = {m: np.stack([fake.image(i, m) for i in range(fake.n)]) for m in ("rgb", "ir")}
   emb["text"] = fake.embed_texts(None, ev.tokenizer.encode(ev.captions, ev.text_len))
   emb["ir_text"] = fake.embed_texts(None, ev.tokenizer.encode(ev.ir_captions, ev.text_len))
-  expected = retrieval.retrieval_table(emb, ev.pos_text, ev.pos_irtext, (1, 5, 10))
+  expected = retrieval.both_protocols(
+    emb, ev.caption_ids, ev.captions, ev.ir_caption_ids, ev.ir_captions, (1, 5, 10)
+  )
+  assert set(out) == set(expected) | {"zeroshot_rgb/acc", "zeroshot_ir/acc"}
   for key, value in expected.items():
     assert out[key] == pytest.approx(value), key
   # Every image has a caption that embeds as itself; a caption whose 16 truncated tokens
