@@ -11,7 +11,8 @@ record's boxes (`meta["objects"][i]["category"]`). Per class it reports
   chance_acc    accuracy of always answering the majority label (what acc must beat)
   prevalence    fraction of images with the class
 
-and two diagnostics that say whether the test can be passed at all:
+zero-shot count-bucket accuracy (evaluators/counting.py: `{class}/count_acc` ...), and
+two diagnostics that say whether the test can be passed at all:
 
   median_box_px           median longest box side at the model's input size (the whole
                           image squashed to image_size^2), against its ViT patch size
@@ -34,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from fusionrs_jax.core import records
+from fusionrs_jax.evaluators import counting
 
 # Box category -> plural noun used in the prompts (HIT-UAV's categories).
 CLASSES = {"Person": "people", "Car": "cars", "Bicycle": "bicycles"}
@@ -165,6 +167,8 @@ def evaluate(
     out.update({f"{name}/{k}": v for k, v in class_metrics(scores[:, i], labels[:, i]).items()})
   for k in ("auc", "balanced_acc"):
     out[f"mean/{k}"] = float(np.nanmean([out[f"{n}/{k}"] for n in names]))
+  if set(names) <= set(counting.NOUNS):
+    out.update(counting.evaluate(img, embed_texts, recs, names))
   return out
 
 
