@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 from fusionrs_jax.data.input_pipeline import BOS_ID, EOS_ID, PAD_ID
+from fusionrs_jax.models.hf import io as hf_io
 from fusionrs_jax.models.hf import siglip as hf_siglip
 
 IMAGE_TOKEN = "<image>"
@@ -67,21 +68,8 @@ def _gemma_to_hf(kind, x):
 def to_hf_state_dict(params, vision_depth: int, llm_depth: int) -> dict[str, np.ndarray]:
   """Captioner params -> PaliGemmaForConditionalGeneration state dict (float32 numpy)."""
   p = hf_siglip.plain_params(params)
-  vision = [
-    r
-    for r in hf_siglip.vision_table(("img",), "model.vision_tower.", vision_depth)
-    if "head" not in r[0]
-  ]
-  sd = hf_siglip.apply_rename_table(p, vision)
-  sd.update(
-    hf_siglip.apply_rename_table(
-      p,
-      [
-        (("img_head", "kernel"), "model.multi_modal_projector.linear.weight", "dense"),
-        (("img_head", "bias"), "model.multi_modal_projector.linear.bias", "id"),
-      ],
-    )
-  )
+  sd = hf_siglip.apply_rename_table(p, vision_rows(VISION_PREFIX, vision_depth))
+  sd.update(hf_siglip.apply_rename_table(p, _projector_rows()))
   for ours, hf, kind in _llm_table(llm_depth):
     sd[hf] = np.ascontiguousarray(
       _gemma_to_hf(kind, np.asarray(hf_siglip.get_path(p, ours), np.float32))
@@ -210,3 +198,199 @@ def pixel_values(rgb: np.ndarray | None, ir: np.ndarray | None, inputs: str) -> 
   three = [np.repeat(x, 3, -1) if x.shape[-1] == 1 else x for x in chosen]
   stacked = np.stack(three, axis=1)  # [B, n, S, S, 3]
   return stacked.reshape(-1, *stacked.shape[2:]).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Import: a PaliGemmaForConditionalGeneration folder -> captioner params
+# ------------------------------------------------------------------------------------------------
+
+# Key prefixes on disk -> the module names `to_hf_state_dict` uses; the first matching prefix
+# is replaced. The public PaliGemma weights (older transformers) say vision_tower.vision_model.*,
+# transformers 5 saves vision_tower.*; both save language_model.model.* and the projector bare.
+LEGACY_PREFIXES = (
+  ("language_model.lm_head.", "lm_head."),
+  ("language_model.model.", "model.language_model."),
+  ("model.vision_tower.vision_model.", "model.vision_tower."),
+  ("vision_tower.vision_model.", "model.vision_tower."),
+  ("vision_tower.", "model.vision_tower."),
+  ("multi_modal_projector.", "model.multi_modal_projector."),
+)
+VISION_PREFIX = "model.vision_tower."
+# Vision keys of each folder type, after `current_names` for PaliGemma.
+VISION_PREFIXES = {
+  "paligemma": VISION_PREFIX,
+  "siglip": "vision_model.",
+  "siglip_vision_model": "",
+}
+
+
+def current_names(sd: dict) -> dict:
+  """A PaliGemma state dict with either key layout -> the current transformers names."""
+  out = {}
+  for k, v in sd.items():
+    for old, new in LEGACY_PREFIXES:
+      if k.startswith(old):
+        k = new + k[len(old) :]
+        break
+    out[k] = v
+  return out
+
+
+def _gemma_from_hf(kind, xs, heads):
+  """Inverse of `_gemma_to_hf`; `xs` holds the transformers matrices the kind reads."""
+  if kind == "q":  # [H*Dh, D] -> [H, D, Dh]
+    (x,) = xs
+    return x.reshape(heads, -1, x.shape[1]).transpose(0, 2, 1)
+  if kind == "kv":  # k, v [K*Dh, D] -> [2, K, D, Dh]
+    return np.stack([_gemma_from_hf("q", (x,), heads) for x in xs])
+  if kind == "o":  # [D, H*Dh] -> [H, Dh, D]
+    (x,) = xs
+    return x.T.reshape(heads, -1, x.shape[0])
+  if kind == "gating":  # gate, up [F, D] -> [2, D, F]
+    return np.stack([x.T for x in xs])
+  if kind == "dense":
+    return xs[0].T
+  return xs[0]
+
+
+def _llm_import_rows(depth: int):
+  """(our path, transformers keys, kind) for `_gemma_from_hf`; k/v and gate/up combine."""
+  rows, pending = [], {}
+  for ours, hf, kind in _llm_table(depth):
+    if kind in ("k", "v", "gate", "up"):
+      pending.setdefault(ours, []).append(hf)
+      if len(pending[ours]) == 2:
+        rows.append((ours, tuple(pending.pop(ours)), "kv" if kind == "v" else "gating"))
+    else:
+      rows.append((ours, (hf,), kind))
+  return rows
+
+
+def vision_rows(prefix: str, depth: int, ours: tuple = ("img",)):
+  """The SigLIP vision tower rows without the MAP head (PaliGemma uses every patch token)."""
+  return [r for r in hf_siglip.vision_table(ours, prefix, depth) if "head" not in r[0]]
+
+
+def from_hf_state_dict(sd: dict, vision_hp: dict, llm_hp: dict) -> dict:
+  """PaliGemma state dict (either key layout; numpy or torch) -> captioner params (numpy
+  float32: img, img_head, llm)."""
+  sd = current_names({k: hf_io.to_numpy(v) for k, v in sd.items()})
+  params = hf_siglip.read_table(
+    sd,
+    vision_rows(VISION_PREFIX, vision_hp["depth"]) + _projector_rows(),
+    lambda path: vision_hp["num_heads"],
+  )
+  rows = _llm_import_rows(llm_hp["depth"])
+  missing = [k for _, keys, _ in rows for k in keys if k not in sd]
+  if missing:
+    raise KeyError(f"state dict lacks {len(missing)} expected keys, e.g. {missing[:3]}")
+  for ours, keys, kind in rows:
+    heads = llm_hp["num_heads"] if kind in ("q", "o") else llm_hp["num_kv_heads"]
+    hf_siglip.set_path(params, ours, _gemma_from_hf(kind, [sd[k] for k in keys], heads))
+  embed = sd["model.language_model.embed_tokens.weight"]
+  head = sd.get("lm_head.weight")
+  if head is not None and not np.array_equal(head, embed):
+    raise ValueError("lm_head.weight differs from embed_tokens: the captioner ties them")
+  return params
+
+
+def _projector_rows():
+  return [
+    (("img_head", "kernel"), "model.multi_modal_projector.linear.weight", "dense"),
+    (("img_head", "bias"), "model.multi_modal_projector.linear.bias", "id"),
+  ]
+
+
+def _check_act(name, act):
+  if act not in ("gelu_pytorch_tanh", "gelu_fast", "gelu_new"):
+    raise ValueError(f"{name} activation {act!r} unsupported (tanh-approximated GELU only)")
+
+
+def vision_hp_from_hf(v) -> dict:
+  """A transformers SiglipVisionConfig -> our ViT hyperparameters (`Captioner.vision_hp`)."""
+  _check_act("vision", v.hidden_act)
+  return {
+    "image_size": v.image_size,
+    "patch_size": v.patch_size,
+    "width": v.hidden_size,
+    "depth": v.num_hidden_layers,
+    "mlp_dim": v.intermediate_size,
+    "num_heads": v.num_attention_heads,
+  }
+
+
+def hp_from_hf_config(config) -> tuple[dict, dict]:
+  """PaliGemmaConfig -> (vision_hp, llm_hp) of the matching `Captioner`."""
+  t = config.text_config
+  if t.model_type != "gemma":
+    raise ValueError(
+      f"text model {t.model_type!r} unsupported: the captioner's decoder is Gemma (PaliGemma 1)"
+    )
+  _check_act("text", getattr(t, "hidden_activation", None) or t.hidden_act)
+  if config.projection_dim != t.hidden_size:
+    raise ValueError(f"projection_dim {config.projection_dim} != Gemma width {t.hidden_size}")
+  llm = {
+    "vocab_size": t.vocab_size,
+    "width": t.hidden_size,
+    "depth": t.num_hidden_layers,
+    "mlp_dim": t.intermediate_size,
+    "num_heads": t.num_attention_heads,
+    "num_kv_heads": t.num_key_value_heads,
+    "head_dim": t.head_dim,
+  }
+  return vision_hp_from_hf(config.vision_config), llm
+
+
+def load_hf_paligemma(model_dir: str) -> tuple[dict, dict, dict]:
+  """A PaliGemmaForConditionalGeneration save_pretrained folder -> (params, vision_hp,
+  llm_hp): params is a numpy float32 tree for `Captioner(vision_hp, llm_hp)`."""
+  config = hf_io.read_config(model_dir)
+  if config.model_type != "paligemma":
+    raise ValueError(f"{model_dir} holds a {config.model_type!r} model, not a PaliGemma one")
+  vision_hp, llm_hp = hp_from_hf_config(config)
+  params = from_hf_state_dict(hf_io.load_safetensors(model_dir), vision_hp, llm_hp)
+  return params, vision_hp, llm_hp
+
+
+def load_hf_paligemma_for(model_dir: str, model) -> dict:
+  """Captioner params (numpy, per-layer layout) of a PaliGemma folder for the unbound
+  `model`; ValueError listing every hyperparameter in which the folder and model differ."""
+  config = hf_io.read_config(model_dir)
+  if config.model_type != "paligemma":
+    raise ValueError(f"{model_dir} holds a {config.model_type!r} model, not a PaliGemma one")
+  vision_hp, llm_hp = hp_from_hf_config(config)
+  problems = hf_io.hp_differences(vision_hp, model.vision_hp, "vision") + hf_io.hp_differences(
+    llm_hp, model.llm_hp, "llm"
+  )
+  if problems:
+    raise ValueError(f"{model_dir} does not match the captioner config: " + "; ".join(problems))
+  params, _, _ = load_hf_paligemma(model_dir)
+  return params
+
+
+def load_hf_vision_tower(model_dir: str) -> tuple[dict, dict]:
+  """The SigLIP image tower of a SiglipModel, SiglipVisionModel or PaliGemma folder ->
+  (params of the captioner's `img` ViT (no MAP head), its hyperparameters)."""
+  kind = hf_io.model_type(model_dir)
+  if kind not in VISION_PREFIXES:
+    raise ValueError(
+      f"{model_dir} holds a {kind!r} model; a SigLIP image tower comes from a "
+      f"{' / '.join(VISION_PREFIXES)} folder"
+    )
+  config = hf_io.read_config(model_dir)
+  vision_hp = vision_hp_from_hf(getattr(config, "vision_config", config))
+  prefix = VISION_PREFIXES[kind]
+  if kind == "paligemma":
+    keep = lambda k: "vision_tower" in k
+    fix = current_names
+  else:
+    keep = lambda k: k.startswith(prefix) or kind == "siglip_vision_model"
+    # Older SiglipVisionModel folders name their keys "vision_model.*".
+    fix = lambda sd: {
+      k.removeprefix("vision_model.") if not prefix else k: v for k, v in sd.items()
+    }
+  sd = fix(hf_io.load_safetensors(model_dir, keep))
+  tower = hf_siglip.read_table(
+    sd, vision_rows(prefix, vision_hp["depth"]), lambda path: vision_hp["num_heads"]
+  )
+  return tower["img"], vision_hp

@@ -6,7 +6,6 @@ transformers and safetensors (the `export` extra) are imported only where a fold
 or read. The command line is `python -m fusionrs_jax.export.hf_siglip`.
 """
 
-import json
 import os
 import shutil
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from fusionrs_jax.core import records
 from fusionrs_jax.data.input_pipeline import BOS_ID, EOS_ID, PAD_ID
+from fusionrs_jax.models.hf import io
 
 IR_SUBDIR = "ir_vision_model"
 # Keys of our hyperparameter dict (see `siglip_preset`) that describe the architecture.
@@ -181,7 +181,7 @@ def get_path(tree, path):
   return tree
 
 
-def _set(tree, path, value):
+def set_path(tree, path, value):
   for p in path[:-1]:
     tree = tree.setdefault(p, {})
   tree[path[-1]] = value
@@ -194,13 +194,13 @@ def apply_rename_table(params, rows):
   }
 
 
-def _read_table(sd, rows, heads_of, out=None):
+def read_table(sd, rows, heads_of, out=None):
   out = {} if out is None else out
   missing = [hf for _, hf, _ in rows if hf not in sd]
   if missing:
     raise KeyError(f"state dict lacks {len(missing)} expected keys, e.g. {missing[:3]}")
   for ours, hf, kind in rows:
-    _set(out, ours, np.asarray(_from_hf(kind, np.asarray(sd[hf], np.float32), heads_of(ours))))
+    set_path(out, ours, np.asarray(_from_hf(kind, np.asarray(sd[hf], np.float32), heads_of(ours))))
   return out
 
 
@@ -220,20 +220,16 @@ def ir_to_hf_state_dict(params, hp: dict) -> dict:
 
 def from_hf_state_dict(sd: dict, hp: dict) -> dict:
   """`SiglipModel` state dict (numpy or torch values) -> our params tree (numpy float32)."""
-  sd = _unfuse_head({k: _numpy(v) for k, v in sd.items()}, "vision_model.")
-  return _read_table(sd, siglip_table(hp), _heads_for(hp))
+  sd = _unfuse_head({k: io.to_numpy(v) for k, v in sd.items()}, "vision_model.")
+  return read_table(sd, siglip_table(hp), _heads_for(hp))
 
 
 def ir_from_hf_state_dict(sd: dict, hp: dict, out: dict | None = None) -> dict:
   """`SiglipVisionModel` state dict -> {"ir_vision_model": ...} (added to `out` if given)."""
   # Older transformers saved SiglipVisionModel weights under a "vision_model." prefix.
-  sd = {k.removeprefix("vision_model."): _numpy(v) for k, v in sd.items()}
+  sd = {k.removeprefix("vision_model."): io.to_numpy(v) for k, v in sd.items()}
   sd = _unfuse_head(sd, "")
-  return _read_table(sd, vision_table(("ir_vision_model",), "", hp["depth"]), _heads_for(hp), out)
-
-
-def _numpy(v):
-  return v.detach().cpu().float().numpy() if hasattr(v, "detach") else np.asarray(v)
+  return read_table(sd, vision_table(("ir_vision_model",), "", hp["depth"]), _heads_for(hp), out)
 
 
 def _heads_for(hp):
@@ -336,26 +332,6 @@ def save_hf_siglip(params, hp: dict, out_dir: str) -> None:
     )
 
 
-def _load_safetensors(model_dir: str) -> dict:
-  from safetensors.numpy import load_file
-
-  single = os.path.join(model_dir, "model.safetensors")
-  index = single + ".index.json"
-  if os.path.exists(single):
-    return load_file(single)
-  if os.path.exists(index):
-    with open(index) as f:
-      files = sorted(set(json.load(f)["weight_map"].values()))
-    sd = {}
-    for name in files:
-      sd.update(load_file(os.path.join(model_dir, name)))
-    return sd
-  raise FileNotFoundError(
-    f"{model_dir} has no model.safetensors(.index.json); re-save the checkpoint with "
-    "transformers' save_pretrained(..., safe_serialization=True)"
-  )
-
-
 def load_hf_siglip(model_dir: str) -> tuple[dict, dict]:
   """Reads a `SiglipModel` save_pretrained directory (e.g. public SigLIP weights on disk).
 
@@ -364,16 +340,14 @@ def load_hf_siglip(model_dir: str) -> tuple[dict, dict]:
   """
   from transformers import SiglipConfig, SiglipVisionConfig
 
-  # from_pretrained falls back to a default config when config.json is absent; refuse instead.
-  if not os.path.isfile(os.path.join(model_dir, "config.json")):
-    raise FileNotFoundError(f"{model_dir}/config.json not found: not a save_pretrained directory")
+  io.model_type(model_dir)  # FileNotFoundError without config.json
   hp = hp_from_hf_config(SiglipConfig.from_pretrained(model_dir))
-  params = from_hf_state_dict(_load_safetensors(model_dir), hp)
+  params = from_hf_state_dict(io.load_safetensors(model_dir), hp)
   hp.update(ir_tower="shared", ir_channels=3)
   ir_dir = os.path.join(model_dir, IR_SUBDIR)
   if os.path.isfile(os.path.join(ir_dir, "config.json")):
     ir_config = SiglipVisionConfig.from_pretrained(ir_dir)
-    ir_from_hf_state_dict(_load_safetensors(ir_dir), hp, out=params)
+    ir_from_hf_state_dict(io.load_safetensors(ir_dir), hp, out=params)
     hp.update(ir_tower="separate", ir_channels=ir_config.num_channels)
   return params, hp
 
@@ -410,18 +384,7 @@ def load_hf_siglip_like(model_dir: str, like) -> dict:
   if "ir_vision_model" not in target:
     loaded.pop("ir_vision_model", None)
 
-  want = dict(jax.tree_util.tree_flatten_with_path(target)[0])
-  got = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
-  problems = [f"{jax.tree_util.keystr(k)}: missing" for k in want if k not in got]
-  problems += [f"{jax.tree_util.keystr(k)}: unexpected" for k in got if k not in want]
-  problems += [
-    f"{jax.tree_util.keystr(k)}: {got[k].shape} in {model_dir}, model wants {want[k].shape}"
-    for k in want
-    if k in got and tuple(got[k].shape) != tuple(want[k].shape)
-  ]
-  if problems:
-    raise ValueError(f"{model_dir} does not fit this model: " + "; ".join(problems[:10]))
-  out = jax.tree_util.tree_map(lambda w, g: np.asarray(g, w.dtype), target, loaded)
+  out = io.fit_to(loaded, target, model_dir)
   return {"params": out} if wrapped else out
 
 
