@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from fusionrs_jax.core import metrics, records
+from fusionrs_jax.evaluators import retrieval as retrieval_eval
 from fusionrs_jax.pipeline import stats as pipeline
 
 CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
@@ -51,19 +52,10 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
     for who in ("generator", "gray", "inverted")
   }
 
-  retrieval, presence = {}, {}
+  retrieval, same_text, stale = _retrieval_summaries(pipe, finished)
+  out["retrieval_same_text"], out["retrieval_stale_runs"] = same_text, stale
+  presence = {}
   for v in c.siglip.variants:
-    runs = [_result(finished, pipe.siglip_name(v, s)) for s in seeds]
-    runs = [r for r in runs if "mR" in r]
-    if runs:
-      per_seed = [pipeline.retrieval_summary(r) for r in runs]
-      retrieval[v] = {
-        k: {
-          "per_seed": [p[k] for p in per_seed],
-          **dict(zip(("mean", "std"), pipeline.mean_std([p[k] for p in per_seed]))),
-        }
-        for k in per_seed[0]
-      }
     pres = [_result(finished, f"presence_{v}_s{s}") for s in seeds]
     pres = [p for p in pres if "mean/auc" in p]
     if pres:
@@ -102,6 +94,41 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
   return out
 
 
+def _seed_table(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+  """[{group: value} per seed] -> {group: {per_seed, mean, std}}."""
+  return {
+    k: {
+      "per_seed": [p[k] for p in per_seed],
+      **dict(zip(("mean", "std"), pipeline.mean_std([p[k] for p in per_seed]))),
+    }
+    for k in per_seed[0]
+  }
+
+
+def _retrieval_summaries(pipe, finished: dict) -> tuple[dict, dict, list[str]]:
+  """Per variant: the headline table (own captions as positives), the same-text table, and
+  the SigLIP stages whose results predate the own-caption protocol (left out of both)."""
+  own, same, stale = {}, {}, []
+  for v in pipe.c.siglip.variants:
+    named = [
+      (pipe.siglip_name(v, s), _result(finished, pipe.siglip_name(v, s))) for s in pipe.seeds()
+    ]
+    stale += [n for n, r in named if "mR" in r and f"{retrieval_eval.SAME_TEXT}mR" not in r]
+    runs = [r for _, r in named if f"{retrieval_eval.SAME_TEXT}mR" in r]
+    if runs:
+      own[v] = _seed_table([pipeline.retrieval_summary(r) for r in runs])
+      same_text = [
+        {
+          k.removeprefix(retrieval_eval.SAME_TEXT): x
+          for k, x in r.items()
+          if k.startswith(retrieval_eval.SAME_TEXT)
+        }
+        for r in runs
+      ]
+      same[v] = _seed_table([pipeline.retrieval_summary(r) for r in same_text])
+  return own, same, stale
+
+
 def _vals(table: dict, variant: str, key: str) -> list[float] | None:
   return table.get(variant, {}).get(key, {}).get("per_seed")
 
@@ -133,7 +160,7 @@ def claims(retrieval: dict, presence: dict, captioning: dict) -> list[dict[str, 
   for key in ("IR->text", "text->IR"):
     add(
       1,
-      f"{key} mean R@1/5/10 (scene captions)",
+      f"{key} mean R@1/5/10 (scene captions, own captions as positives)",
       "trimodal",
       _vals(retrieval, "trimodal", key),
       "rgb_only",
@@ -141,7 +168,7 @@ def claims(retrieval: dict, presence: dict, captioning: dict) -> list[dict[str, 
     )
   add(
     2,
-    "IR<->IR-aware captions mean R@1/5/10",
+    "IR<->IR-aware captions mean R@1/5/10 (own captions as positives)",
     "trimodal",
     _vals(retrieval, "trimodal", "IR<->IR-aware"),
     "scene_captions",
@@ -216,7 +243,10 @@ def figures(pipe, summary: dict, fig_dir: str) -> dict[str, str]:
         values[f"{key} {v}"[:34]] = table[key]["mean"]
     out["retrieval"] = _save_png(
       metrics.bar_chart(
-        values, "retrieval, mean over seeds (R@1/5/10 averaged)", width=640, label_width=250
+        values,
+        "retrieval, own captions as positives, mean over seeds (R@1/5/10 averaged)",
+        width=640,
+        label_width=250,
       ),
       os.path.join(fig_dir, "retrieval.png"),
     )
@@ -338,28 +368,63 @@ def _claims_section(summary: dict) -> list[str]:
   ]
 
 
-def _retrieval_section(summary: dict, figs: dict[str, str], rel) -> list[str]:
-  if not summary["retrieval"]:
-    return []
-  keys = list(next(iter(summary["retrieval"].values())))
-  lines = [
-    "## Retrieval (UCM test, mean R@1/5/10 per direction, mean ± std over seeds)",
-    "",
-    "| variant | " + " | ".join(keys) + " |",
-    "|---" * (len(keys) + 1) + "|",
-  ]
-  for v, table in summary["retrieval"].items():
+def _retrieval_table(title: str, tables: dict) -> list[str]:
+  keys = list(next(iter(tables.values())))
+  lines = [title, "", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+  for v, table in tables.items():
     lines.append(f"| {v} | " + " | ".join(_pm(table[k]) for k in keys) + " |")
+  return lines + [""]
+
+
+def _retrieval_section(summary: dict, figs: dict[str, str], rel) -> list[str]:
+  stale = summary.get("retrieval_stale_runs") or []
+  lines = []
+  if stale:
+    lines += [
+      f"Left out of the retrieval tables: {', '.join(stale)} were evaluated before the "
+      "own-caption protocol (no same_text/ metrics); re-run them with --redo=siglip_.",
+      "",
+    ]
+  if not summary["retrieval"]:
+    return ["## Retrieval", ""] + lines if lines else []
+  lines = (
+    _retrieval_table(
+      "## Retrieval (UCM test, own captions as positives; mean R@1/5/10 per direction, "
+      "mean ± std over seeds)",
+      summary["retrieval"],
+    )
+    + lines
+  )
   lines += [
-    "",
     (
-      "mR is the mean of R@1/5/10 over the six RGB/IR/text directions against "
-      "scene captions; IR<->IR-aware uses the IR-aware captions as the text side."
+      "Positives are each image's own captions (and each caption's own image), as in the "
+      "RemoteCLIP and GeoRSCLIP retrieval tables; RGB<->IR positives are the same sample. mR "
+      "is the mean of R@1/5/10 over the six RGB/IR/text directions against scene captions; "
+      "IR<->IR-aware uses the IR-aware captions as the text side."
     ),
     "",
   ]
   if "retrieval" in figs:
     lines += [f"![retrieval]({rel(figs['retrieval'])})", ""]
+  same = summary.get("retrieval_same_text") or {}
+  if same:
+    lines += _retrieval_table(
+      "### Second protocol: captions with the same text also count (metrics same_text/...)",
+      same,
+    )
+    moved = ", ".join(
+      f"{v} {same[v]['mR']['mean']:.1f} -> {summary['retrieval'][v]['mR']['mean']:.1f}"
+      for v in same
+      if v in summary["retrieval"]
+    )
+    lines += [
+      (
+        "Any caption whose normalized text equals one of the image's own captions counts as a "
+        "positive too (the FusionRS release's protocol); repeated captions make text->image "
+        f"recall easier. mR, same-text -> own captions: {moved}."
+      ),
+      "",
+    ]
   return lines
 
 
