@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,16 @@ from fusionrs_jax.core import fs
 
 def _scalar(value: Any) -> float:
   return float(np.asarray(value))
+
+
+# Characters TensorBoard accepts in a tag; tensorboardX renames any other with a warning.
+_TAG_CHARS = re.compile(r"[^-/\w.]")
+
+
+def tensorboard_tag(name: str) -> str:
+  """A metric name TensorBoard accepts as it is ("eval/rgb->text/R@1" -> "eval/rgb-_text/R_at_1");
+  metrics.jsonl keeps the readable name."""
+  return _TAG_CHARS.sub("_", name.replace("@", "_at_")).lstrip("/")
 
 
 class MetricWriter:
@@ -48,7 +59,7 @@ class MetricWriter:
       return
     values = {k: _scalar(v) for k, v in scalars.items()}
     for name, value in values.items():
-      self._tb.add_scalar(name, value, step)
+      self._tb.add_scalar(tensorboard_tag(name), value, step)
     self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
     self._jsonl.flush()
 
@@ -63,7 +74,7 @@ class MetricWriter:
     png = io.BytesIO()
     Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(png, "PNG")
     fs.write_bytes(path, png.getvalue())
-    self._tb.add_image(name, image, step, dataformats="HWC")
+    self._tb.add_image(tensorboard_tag(name), image, step, dataformats="HWC")
     return path
 
   def flush(self) -> None:
