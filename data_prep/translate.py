@@ -18,10 +18,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
-from fusionrs_jax.core import checkpoint, records, sharding
+from fusionrs_jax.core import checkpoint, command, records, sharding
+from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.data import images
 from fusionrs_jax.models import cyclegan
 
@@ -178,14 +179,14 @@ def main(argv) -> None:
   f = flags.FLAGS
   for name in ("checkpoint", "in", "out"):
     if not f[name].value:
-      raise app.UsageError(f"--{name} is required")
+      raise UserError(f"--{name} is required (see --help)")
   try:
     summary = translate_folder(f["in"].value, f.out, f.checkpoint, f.batch_size, f.overwrite_ir)
   except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    raise UserError(str(e)) from e
   print(json.dumps(summary))
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  command.run(main)

@@ -13,9 +13,10 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
-from absl import app, flags, logging
+from absl import flags, logging
 
-from fusionrs_jax.core import records
+from fusionrs_jax.core import command, records
+from fusionrs_jax.core.errors import UserError
 
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 # Gemma's own piece names, so transformers' defaults (<bos>/<eos>) name the same ids.
@@ -121,7 +122,12 @@ def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
   if not f.data or not f.out:
-    raise app.UsageError("--data and --out are required")
+    raise UserError("--data and --out are required (see --help)")
+  for folder in f.data:
+    if not os.path.isfile(os.path.join(folder, records.INFO_FILE)):
+      raise UserError(f"--data={folder}: no {records.INFO_FILE} there; not a prepared dataset")
+  if f.vocab_size < 16:
+    raise UserError(f"--vocab_size={f.vocab_size} must be >= 16")
   texts = train_texts(f.data)
   logging.info("training on %d texts from %s", len(texts), f.data)
   path = train_tokenizer(texts, f.out, f.vocab_size, f.model_type)
@@ -131,4 +137,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  command.run(main)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from fusionrs_jax.core import checkpoint, records, sharding
+from fusionrs_jax.core import checkpoint, command, records, sharding
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning, presence, retrieval
 from fusionrs_jax.models import siglip
@@ -156,13 +155,11 @@ def run_task(task: str, f) -> tuple[dict, str]:
 def main(argv: Sequence[str]) -> None:
   if len(argv) != 2 or argv[1] not in TASKS:
     got = " ".join(argv[1:]) or "nothing"
-    print(f"error: expected one task ({'|'.join(TASKS)}), got {got}", file=sys.stderr)
-    sys.exit(2)
+    command.fail(f"expected one task ({'|'.join(TASKS)}), got {got}")
   try:
     result, table = run_task(argv[1], flags.FLAGS)
   except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    command.fail(command.message_of(e))
   if table:
     print(table)
   print(json.dumps(result, indent=1, sort_keys=True))
@@ -172,4 +169,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  command.run(main, positional=1)

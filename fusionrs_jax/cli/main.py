@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fusionrs_jax.core import distributed
+from fusionrs_jax.core import command, distributed, records
 from fusionrs_jax.core.errors import UserError
 
 # trainer name -> module with `train_and_evaluate(config, workdir) -> dict`.
@@ -70,57 +70,53 @@ def _default_workdir(config_path: str) -> str:
   return os.path.join("workdirs", base)
 
 
+def check_data_dirs(config) -> None:
+  """UserError naming the field when a dataset folder of config.data (`dir`, `*_dir`) is not a
+  prepared dataset and no demo world will be built there: before any run folder exists."""
+  data = config.get("data")
+  if data is None or data.get("demo_world_if_missing", False):
+    return
+  for key in sorted(data.keys()):
+    path = data[key]
+    if not (key == "dir" or key.endswith("_dir")) or not isinstance(path, str) or not path:
+      continue
+    if "://" in path:  # a bucket: checked by the trainer through its own file layer
+      continue
+    if not os.path.isfile(os.path.join(path, records.INFO_FILE)):
+      raise UserError(
+        f"--config.data.{key}={path}: no {records.INFO_FILE} there; prepare it with "
+        "`python -m data_prep.ingest` (see README) or set --config.data.demo_world_if_missing=True"
+      )
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     # Before anything touches jax devices (the trainers build the mesh first thing).
     distributed.initialize(
       _MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
     )
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise UserError(str(e)) from e
   config = _CONFIG.value
+  check_data_dirs(config)
   workdir = _WORKDIR.value or _default_workdir(flags.FLAGS["config"].config_filename)
-  logging.info("config:\n%s", config)
-  try:
-    result = run(config, workdir)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  # The full config is in <workdir>/config.json; printed only with --verbosity=1.
+  logging.vlog(1, "config:\n%s", config)
+  result = run(config, workdir)
   if result:
     logging.info("final metrics: %s", json.dumps(result, sort_keys=True, default=float))
 
 
-def _one_line(e: BaseException) -> str:
-  """An exception message on one line; an embedded traceback (config_flags puts the
-  config file's own traceback in its message) is reduced to its final line."""
-  text = str(e)
-  if "Traceback (most recent call last)" in text:
-    head = text.split("Traceback (most recent call last)")[0]
-    last = [ln for ln in text.splitlines() if ln.strip()][-1]
-    text = f"{head.strip()} {last.strip()}"
-  text = " ".join(text.replace("\\n", " ").split())
-  return text.replace("\\'", "'").strip("'\"")
-
-
 def entry():
   """Console-script entry; config/flag errors (missing file, malformed or misspelt
-  override, failing get_config) are one line, not a traceback."""
-  app.define_help_flags()
-  try:
-    remaining = flags.FLAGS(sys.argv)
-    # Checked here, not with mark_flag_as_required: other code (grain workers) parses
-    # absl flags of its own process where --config is legitimately absent.
-    if _CONFIG.value is None:
-      raise ValueError("--config is required, e.g. --config=configs/siglip_ir.py")
-    # config_flags defers errors of loading the file until first access.
-    _CONFIG.value.get("trainer")
-  except Exception as e:
-    prefix = "config override names no such field: " if isinstance(e, AttributeError) else ""
-    print(f"error: {prefix}{_one_line(e)}", file=sys.stderr)
-    sys.exit(2)
-  app.run(main, argv=sys.argv, flags_parser=lambda _: remaining)
+  override, failing get_config) are one line, not a traceback. --config is checked here,
+  not with mark_flag_as_required: other code (grain workers) parses absl flags of its own
+  process where --config is legitimately absent."""
+  remaining = command.parse_flags(sys.argv)
+  command.check_config_flag("config")
+  app.run(command.guarded(main), argv=sys.argv, flags_parser=lambda _: remaining)
 
 
 if __name__ == "__main__":

@@ -72,9 +72,34 @@ def parse_flags(argv: Sequence[str], positional: int = 0) -> list[str]:
     remaining = flags.FLAGS(list(argv))
   except flags.Error as e:
     fail(str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # A config-file flag's override (--config.optim.lrr=1) fails inside ml_collections.
+    fail(_config_error(e))
   if len(remaining) - 1 > positional:
     fail(f"unexpected arguments: {' '.join(remaining[1 + positional :])}")
   return remaining
+
+
+def _config_error(e: Exception) -> str:
+  prefix = "config override names no such field: " if isinstance(e, AttributeError) else ""
+  return prefix + one_line(message_of(e)).strip("'\"")
+
+
+def check_config_flag(name: str = "config") -> None:
+  """Loads the ml_collections config file flag `name` now: a missing file, a failing
+  get_config or a misspelt override is one line (config_flags would report a missing file
+  later, as "Failed loading config file config_config ...")."""
+  flag = flags.FLAGS[name]
+  path = getattr(flag, "config_filename", None)
+  if not path:
+    fail(f"--{name} is required, e.g. --{name}=configs/siglip_ir.py")
+  file = path.split(":")[0]
+  if not os.path.isfile(file):
+    fail(f"--{name}={path}: no such file {file!r}; give a config file, e.g. configs/siglip_ir.py")
+  try:
+    flag.value.get("trainer")  # config_flags defers loading errors until first access
+  except Exception as e:
+    fail(_config_error(e))
 
 
 def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
@@ -91,8 +116,13 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], 
   return run_main
 
 
-def run(main: Callable[[Sequence[str]], None], positional: int = 0) -> None:
+def run(
+  main: Callable[[Sequence[str]], None], positional: int = 0, config_flag: str | None = None
+) -> None:
   """`app.run(main)` with one-line user errors; `positional` arguments are allowed
-  (e.g. the task of `cli.evaluate TASK`)."""
+  (e.g. the task of `cli.evaluate TASK`); `config_flag` names a config file flag checked
+  before main runs."""
   remaining = parse_flags(sys.argv, positional)
+  if config_flag:
+    check_config_flag(config_flag)
   app.run(guarded(main), argv=sys.argv, flags_parser=lambda _: remaining)

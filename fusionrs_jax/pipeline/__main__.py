@@ -1,8 +1,7 @@
 """`python -m fusionrs_jax.pipeline --config=configs/pipeline_fusionrs.py`."""
 
-from absl import app
-
+from fusionrs_jax.core import command
 from fusionrs_jax.pipeline import run
 
 run.define_flags()
-app.run(run.main)
+command.run(run.main, config_flag="config")
