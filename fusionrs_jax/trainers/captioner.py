@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import filecmp
 import html
 import io
 import json
@@ -22,10 +23,14 @@ from fusionrs_jax.data import captioner as captioner_data
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning
 from fusionrs_jax.models import captioner as captioner_model
-from fusionrs_jax.models import decoding
+from fusionrs_jax.models import decoding, scan
+from fusionrs_jax.models.hf import io as hf_io
+from fusionrs_jax.models.hf import paligemma as hf_paligemma
 from fusionrs_jax.trainers import common
 
 LOSS_NORMALIZATIONS = ("per_example", "token")
+# The SentencePiece model a PaliGemma folder must carry (its Gemma vocabulary).
+TOKENIZER_FILE = "tokenizer.model"
 
 
 def answer_loss(logits, batch, normalize: str = "per_example"):
@@ -74,15 +79,30 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False, normalize: st
   return train_step
 
 
-def init_image_encoder(path: str, state: dict, shardings: dict, config) -> dict:
-  """Copies the RGB vision tower of a SigLIP run's Orbax checkpoint into params/img."""
-  ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
-  raw = ckpt.restore_raw()
-  ckpt.close()
-  src = common.match_layer_layout(raw["params"], config)["params"].get("vision_model")
-  if src is None:
-    raise common.UserError(f"{path!r} holds no SigLIP vision_model params")
-  src = {k: v for k, v in src.items() if k != "head"}
+def init_image_encoder(path: str, state: dict, shardings: dict, config, model) -> dict:
+  """Copies a SigLIP image tower into params/img: the RGB tower of this project's SigLIP
+  Orbax checkpoint, or the vision tower of a transformers SiglipModel / SiglipVisionModel /
+  PaliGemma folder (config.json + model.safetensors)."""
+  if hf_io.is_hf_folder(path):
+    try:
+      src, vision_hp = hf_paligemma.load_hf_vision_tower(path)
+    except (ValueError, KeyError) as e:
+      raise common.UserError(f"image_encoder_init {path!r}: {e}") from e
+    problems = hf_io.hp_differences(vision_hp, model.vision_hp, "vision")
+    if problems:
+      raise common.UserError(
+        f"image_encoder_init {path!r} does not match config.model.vision_preset/image_size: "
+        + "; ".join(problems)
+      )
+    src = common.match_layer_layout(src, config)
+  else:
+    ckpt = checkpoint.Checkpointer(path, save_every=1, async_save=False)
+    raw = ckpt.restore_raw()
+    ckpt.close()
+    src = common.match_layer_layout(raw["params"], config)["params"].get("vision_model")
+    if src is None:
+      raise common.UserError(f"{path!r} holds no SigLIP vision_model params")
+    src = {k: v for k, v in src.items() if k != "head"}
   dst, dst_sh = state["params"]["params"]["img"], shardings["params"]["params"]["img"]
   try:
     img = jax.tree.map(
@@ -98,6 +118,69 @@ def init_image_encoder(path: str, state: dict, shardings: dict, config) -> dict:
       raise common.UserError(f"SigLIP checkpoint {path!r}: shape {b.shape} != {a.shape}")
   params = {**state["params"], "params": {**state["params"]["params"], "img": img}}
   logging.info("image encoder initialised from %s", path)
+  return {**state, "params": params}
+
+
+def check_init_from(config) -> None:
+  """Refuses, in one line and before any work, an init_from PaliGemma folder the run cannot
+  use as configured: not a PaliGemma model, hyperparameters other than the config's (each
+  named), or a run that would not tokenize with its tokenizer.model (the vocabulary its
+  embeddings index)."""
+  src = config.init_from
+  tok = common.tokenizer_path(config.data)
+  if not src:
+    # The transfer preset's tokenizer is "<init_from>/tokenizer.model": init_from is unset.
+    if tok == "/" + TOKENIZER_FILE:
+      raise common.UserError("give --config.init_from=<PaliGemma save_pretrained folder>")
+    return
+  if not hf_io.is_hf_folder(src):
+    return  # an Orbax checkpoint folder of this project: same tokenizer as its run
+  kind = hf_io.model_type(src)
+  if kind != "paligemma":
+    raise common.UserError(
+      f"init_from {src!r} holds a {kind!r} model; the captioner starts from a PaliGemma "
+      "folder (a SigLIP image tower goes to config.model.image_encoder_init)"
+    )
+  model = captioner_model.from_config(config)
+  try:
+    vision_hp, llm_hp = hf_paligemma.hp_from_hf_config(hf_io.read_config(src))
+  except ValueError as e:
+    raise common.UserError(f"init_from {src!r}: {e}") from e
+  problems = hf_io.hp_differences(vision_hp, model.vision_hp, "vision")
+  problems += hf_io.hp_differences(llm_hp, model.llm_hp, "llm")
+  if problems:
+    raise common.UserError(
+      f"init_from {src!r} does not match the config (model.vision_preset, model.image_size, "
+      "model.llm_preset, data.vocab_size): " + "; ".join(problems)
+    )
+  folder_tok = os.path.join(src, TOKENIZER_FILE)
+  if not os.path.isfile(folder_tok):
+    raise common.UserError(
+      f"{src} has no {TOKENIZER_FILE}: the run must tokenize with the SentencePiece model of "
+      "the weights' vocabulary; copy the model release's tokenizer.model into that folder"
+    )
+  if not os.path.isfile(tok) or not filecmp.cmp(tok, folder_tok, shallow=False):
+    raise common.UserError(
+      f"config.data.tokenizer {tok!r} is not {folder_tok}; set "
+      f"--config.data.tokenizer={folder_tok} (the vocabulary the weights were trained with)"
+    )
+
+
+def init_from(config, model, state: dict, shardings: dict) -> dict:
+  """Params from config.init_from: a PaliGemma save_pretrained folder (hyperparameters must
+  match the config) or an Orbax checkpoint folder of this project; either layer layout."""
+  src = config.init_from
+  if hf_io.is_hf_folder(src):
+    like = jax.eval_shape(scan.unscan_params, state["params"])["params"]  # per-layer shapes
+    try:
+      loaded = hf_io.fit_to(hf_paligemma.load_hf_paligemma_for(src, model), like, src)
+    except (ValueError, KeyError) as e:
+      raise common.UserError(f"init_from {e.args[0] if e.args else e}") from e
+    loaded = common.match_layer_layout({"params": loaded}, config)
+    params = jax.tree.map(jax.device_put, loaded, shardings["params"])
+  else:
+    params = common.init_params_from_checkpoint(src, state["params"], shardings["params"], config)
+  logging.info("initialised params from %s", src)
   return {**state, "params": params}
 
 
@@ -163,6 +246,7 @@ def step_program(config, mesh) -> common.StepProgram:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup
+  check_init_from(config)
   run, data_dir, program, state, shardings = common.start(config, workdir, step_program)
   model = program.model
   loader = captioner_data.make_train_loader(
@@ -181,8 +265,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   )
   data_iter = common.device_batches(loader, config.data, run.mesh)
   state, step = common.restore_or_init(run, state, shardings, data_iter)
+  if step == 0 and config.init_from:
+    state = init_from(config, model, state, shardings)
   if step == 0 and config.model.image_encoder_init:
-    state = init_image_encoder(config.model.image_encoder_init, state, shardings, config)
+    state = init_image_encoder(config.model.image_encoder_init, state, shardings, config, model)
   evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
   train_step = program.step
   progress = metrics.Progress(config.total_steps, start=step)

@@ -1,0 +1,90 @@
+"""The captioner starts from public-format weights: --config.init_from=<PaliGemma folder>
+(tokenized with the folder's tokenizer.model) and config.model.image_encoder_init=<SigLIP
+folder>; the run's first step starts at exactly the imported weights, in the scanned layout."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from fusionrs_jax.cli import main
+from fusionrs_jax.core import checkpoint
+from fusionrs_jax.core.errors import UserError
+from fusionrs_jax.models import scan
+from fusionrs_jax.models.hf import paligemma as hf_paligemma
+from fusionrs_jax.models.hf import siglip as hf_siglip
+from fusionrs_jax.trainers import captioner
+from tests.conftest import tiny_config
+from tests.models import hf_tiny
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_dataset, tmp_path_factory):
+  """A PaliGemma folder of the captioner's tiny sizes (vocab 512 and the tiny dataset's
+  tokenizer.model, as a public folder carries its own) and a SiglipModel folder."""
+  pg = tmp_path_factory.mktemp("pg")
+  hf_tiny.paligemma(pg, vocab=512, heads=2, kv_heads=1, head_dim=16)
+  shutil.copy(os.path.join(tiny_dataset, "tokenizer.model"), pg / "tokenizer.model")
+  sg = tmp_path_factory.mktemp("siglip")
+  hf_tiny.siglip(sg)
+  return str(pg), str(sg)
+
+
+def _config(tiny_dataset, pg, **overrides):
+  return tiny_config(
+    "captioner_dual",
+    "size=tiny,runlocal=1",
+    tiny_dataset,
+    init_from=pg,
+    **{"data.tokenizer": os.path.join(pg, "tokenizer.model"), **overrides},
+  )
+
+
+@pytest.mark.slow  # the real main for one step and its closing eval
+def test_run_starts_at_the_imported_paligemma_and_siglip_weights(tiny_dataset, folders, tmp_path):
+  pg, sg = folders
+  # lr 0: the step-1 checkpoint holds the weights the run started from.
+  config = _config(
+    tiny_dataset,
+    pg,
+    total_steps=1,
+    **{
+      "optim.lr": 0.0,
+      "model.scan_layers": True,
+      "model.image_encoder_init": sg,
+      # The shortest eval the run ends with.
+      "eval.tasks": ("caption",),
+      "eval.max_records": 2,
+      "eval.max_decode_len": 2,
+    },
+  )
+  main.run(config, str(tmp_path))
+  _, raw = checkpoint.run_params(str(tmp_path))
+  assert "layers" in raw["params"]["llm"]  # trained in the scanned layout
+  got = hf_siglip.plain_params(scan.unscan_params(raw))
+  want, _, _ = hf_paligemma.load_hf_paligemma(pg)
+  want["img"], _ = hf_paligemma.load_hf_vision_tower(sg)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_folder_the_run_cannot_use_is_one_clear_error(tiny_dataset, folders, tmp_path):
+  pg, sg = folders
+  other_tok = tmp_path / "other.model"
+  other_tok.write_bytes(b"not the folder's vocabulary")
+  with pytest.raises(UserError, match=r"set --config.data.tokenizer=.*pg.*/tokenizer.model"):
+    captioner.check_init_from(_config(tiny_dataset, pg, **{"data.tokenizer": str(other_tok)}))
+  bare = tmp_path / "bare"
+  shutil.copytree(pg, bare, ignore=shutil.ignore_patterns("tokenizer.model"))
+  with pytest.raises(UserError, match="has no tokenizer.model"):
+    captioner.check_init_from(_config(tiny_dataset, str(bare)))
+  with pytest.raises(UserError, match="'siglip' model.*image_encoder_init"):
+    captioner.check_init_from(_config(tiny_dataset, sg))
+  other = _config(tiny_dataset, pg, **{"data.vocab_size": 600})
+  with pytest.raises(UserError, match="llm vocab_size: 512 in the folder, 600 in the config"):
+    captioner.check_init_from(other)
