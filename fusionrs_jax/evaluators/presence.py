@@ -27,14 +27,13 @@ Run on a finished SigLIP run folder:
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from fusionrs_jax.core import records
+from fusionrs_jax.data import images as image_io
 from fusionrs_jax.evaluators import counting
 
 # Box category -> plural noun used in the prompts (HIT-UAV's categories).
@@ -111,10 +110,10 @@ def median_box_px(
   sides: dict[str, list[float]] = {c: [] for c in classes}
   for rec in recs:
     data = getattr(rec, modality)
-    try:
-      width, height = Image.open(io.BytesIO(data)).size
-    except (OSError, ValueError) as e:
-      raise records.RecordError(f"record {rec.id!r}: unreadable {modality} image ({e})") from e
+    # The one decoder's size: what the loader resizes (upright by EXIF orientation).
+    width, height = image_io.open_image(
+      data, f"record {rec.id!r}: unreadable {modality} image"
+    ).size
     for obj in rec.meta.get("objects") or []:
       if isinstance(obj, dict) and obj.get("category") in sides:
         w, h = obj["bbox"][2:4]
