@@ -15,6 +15,33 @@ from fusionrs_jax.core.records import Record
 
 DEFAULT_CAPTION_RULES = CaptionRules()
 
+# Every reason a rejects.jsonl line can carry (README "Bad input" lists and explains them).
+REJECT_REASONS = (
+  "not_an_object",
+  "not_json",
+  "missing_filename",
+  "bad_filename",
+  "bad_type",
+  "no_captions",
+  "bad_split",
+  "outside_images",
+  "missing_file",
+  "empty_file",
+  "unreadable_image",
+  "truncated_image",
+  "too_many_pixels",
+  "image_too_small",
+  "duplicate_id",
+  "bad_bbox",
+  "bad_annotation",
+  "invalid_record",
+  # caption-level (the record is kept unless no caption is left)
+  "non_text_caption",
+  "empty_caption",
+  "undecodable_caption",
+  "long_caption",
+)
+
 
 def reject_entry(item_id: str, file: str, reason: str, detail: str, **extra) -> dict[str, Any]:
   """One rejects.jsonl line; `extra` adds e.g. position (where the entry sits in its

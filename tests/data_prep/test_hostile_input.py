@@ -9,6 +9,8 @@ alone.
 import io
 import json
 import os
+import pathlib
+import re
 import struct
 import zlib
 
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.ingest import caption_text, sources
+from data_prep.ingest import caption_text, checks, sources
 from data_prep.ingest import writer as ingest_lib
 from data_prep.ingest.writer import IngestOptions, ingest
 from fusionrs_jax.core import records
@@ -352,3 +354,16 @@ def test_image_limits_are_checked_from_the_header_before_decoding():
   with pytest.raises(image_io.ImageLimitError) as err:
     image_io.decode_image(_png(0, size=20), 3, "small", image_io.ImageLimits(min_side=32))
   assert err.value.reason == "image_too_small"
+
+
+def test_readme_lists_every_reject_reason_and_the_code_uses_no_other():
+  readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+  section = readme.split("### Bad input")[1].split("\n## ")[0]
+  assert [r for r in checks.REJECT_REASONS if f"`{r}`" not in section] == []
+  code = "".join(
+    (pathlib.Path(sources.__file__).parent / f).read_text()
+    for f in ("sources.py", "entries.py", "inputs.py", "checks.py", "caption_text.py")
+  )
+  code += pathlib.Path(image_io.__file__).read_text()
+  used = set(re.findall(r'(?:ItemRejected|CaptionRejected|ImageLimitError)\(\s*"(\w+)"', code))
+  assert used and used <= set(checks.REJECT_REASONS)
