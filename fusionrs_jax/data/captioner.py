@@ -25,14 +25,16 @@ SEP_PIECE = "<sep>"
 
 
 def sep_id(tokenizer: ip.Tokenizer) -> int:
-  """Id of the one-piece prompt/answer separator (data_prep.ingest.tokenizer's user symbol)."""
-  i = tokenizer.processor.piece_to_id(SEP_PIECE)
-  if i == ip.UNK_ID:
-    raise ValueError(
-      f"{tokenizer.path}: no {SEP_PIECE!r} piece; retrain it with "
-      f"python -m data_prep.ingest.tokenizer"
-    )
-  return i
+  """Id of the one-piece prompt/answer separator: data_prep.ingest.tokenizer's <sep> user
+  symbol, or in a Gemma tokenizer without it (public PaliGemma) the newline piece PaliGemma
+  separates prefix and answer with."""
+  for piece in (SEP_PIECE, "\n"):
+    i = tokenizer.processor.piece_to_id(piece)
+    if i != ip.UNK_ID:
+      return i
+  raise ValueError(
+    f"{tokenizer.path}: no {SEP_PIECE!r} piece; retrain it with python -m data_prep.ingest.tokenizer"
+  )
 
 
 def encode_prompt(tokenizer: ip.Tokenizer, prompts: Sequence[str], length: int) -> np.ndarray:
