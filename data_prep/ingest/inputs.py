@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from fusionrs_jax.core.errors import UserError
@@ -164,7 +165,12 @@ def load_image(path: str, limits: images.ImageLimits | None = None) -> LoadedIma
   image, fmt = check_image_bytes(data, path, limits)
   if fmt in KEPT_FORMATS:
     return LoadedImage(data, image.width, image.height, fmt)
-  if image.mode not in PNG_MODES:
+  if image.mode in images.HIGH_BIT_INT_MODES + ("F",) and image.mode != "I;16":
+    # 32-bit / float / big-endian 16-bit: PNG holds them as 16-bit gray scaled exactly as
+    # the decoder scales them, so the stored image decodes to the same values.
+    scaled = np.asarray(images.standard_mode(image, 1), np.float32)  # [H, W] in [0, 255]
+    image = Image.fromarray(np.clip(np.round(scaled * 257.0), 0, 65535).astype(np.uint16))
+  elif image.mode not in PNG_MODES:
     image = image.convert("RGB")
   buf = io.BytesIO()
   image.save(buf, format="PNG")

@@ -70,9 +70,7 @@ def _decoding(where: str):
     raise records.RecordError(f"{where}: undecodable image ({e})") from e
 
 
-def open_image(
-  data: bytes, where: str = "image", limits: ImageLimits | None = None
-) -> Image.Image:
+def open_image(data: bytes, where: str = "image", limits: ImageLimits | None = None) -> Image.Image:
   """Encoded bytes -> PIL image, turned upright by its EXIF orientation.
 
   `limits` are checked from the header first. A JPEG's pixels are not decoded yet
@@ -92,7 +90,10 @@ def standard_mode(img: Image.Image, channels: int) -> Image.Image:
   values in [0, 255] for 16/32-bit integer and float images (callers repeat it to RGB)."""
   if img.mode in HIGH_BIT_INT_MODES or img.mode == "F":
     arr = np.asarray(img, np.float32)
-    top = max(float(arr.max()), 1.0) if img.mode == "F" else 65535.0
+    if img.mode == "F":
+      top = max(float(arr.max()), 1.0)
+    else:  # 32-bit counts beyond the 16-bit range saturate, as negative ones do at 0
+      arr, top = np.clip(arr, 0.0, 65535.0), 65535.0
     return Image.fromarray(arr * np.float32(255.0 / top))
   if img.mode == "P":
     # Palette -> its colours first (a transparent index becomes alpha, then dropped).
