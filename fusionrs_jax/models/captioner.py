@@ -1,7 +1,8 @@
 """PaliGemma-style dual-image captioner: a SigLIP ViT embeds the RGB and the IR image (one shared
 tower, as PaliGemma has one), a linear layer projects the patch tokens to the Gemma width, and the
 decoder reads [RGB tokens][IR tokens][BOS prompt SEP] as a fully attended prefix, then the answer
-causally. Inputs `rgb_ir`, `rgb` or `ir` choose which images form the prefix.
+causally. Inputs `rgb_ir`, `rgb` or `ir` choose which images form the prefix; an example without
+one of them (has_rgb / has_ir False) has that image's tokens masked out of the prefix.
 """
 
 from __future__ import annotations
@@ -73,24 +74,42 @@ class Captioner(scan.LayerStack):
       tokens.append(self.img_head(t))
     return jnp.concatenate(tokens, axis=1)
 
-  def embed_prefix(self, rgb, ir, tokens, input_mask):
+  def image_mask(self, batch_size: int, has_rgb=None, has_ir=None):
+    """[B, N_img] bool: False on the tokens of an image the example does not have.
+
+    has_rgb, has_ir: [B] bool or None (= every example has it). A missing image's tokens are
+    never attended, so it is left out of the prefix rather than shown as a black image.
+    """
+    per_image = self.num_image_tokens // len(self.modalities)
+    given = {"rgb": has_rgb, "ir": has_ir}
+    masks = [
+      jnp.ones((batch_size, per_image), bool)
+      if given[m] is None
+      else jnp.broadcast_to(jnp.asarray(given[m], bool)[:, None], (batch_size, per_image))
+      for m in self.modalities
+    ]
+    return jnp.concatenate(masks, axis=1)
+
+  def embed_prefix(self, rgb, ir, tokens, input_mask, has_rgb=None, has_ir=None):
     """Images + text tokens [B, L] -> (x [B, N_img+L, D], full input mask [B, N_img+L])."""
     img = self.embed_images(rgb, ir)
     txt = self.llm.embed_tokens(tokens)
-    img_mask = jnp.ones(img.shape[:2], bool)
+    img_mask = self.image_mask(tokens.shape[0], has_rgb, has_ir)
     return (
       jnp.concatenate([img.astype(txt.dtype), txt], axis=1),
       jnp.concatenate([img_mask, input_mask.astype(bool)], axis=1),
     )
 
-  def __call__(self, rgb, ir, tokens, input_mask, mask_ar):
+  def __call__(self, rgb, ir, tokens, input_mask, mask_ar, has_rgb=None, has_ir=None):
     """Training/scoring forward over the whole sequence.
 
     tokens [B, L] = [BOS prompt SEP answer EOS pad...]; input_mask [B, L] (False = pad);
-    mask_ar [B, L] (1 on the answer: causal, 0 on the prompt: prefix).
+    mask_ar [B, L] (1 on the answer: causal, 0 on the prompt: prefix); has_rgb, has_ir [B]
+    bool or None (see `image_mask`): positions count present tokens only, so a row without
+    IR gets the logits of a prefix without IR tokens.
     Returns float32 logits of the text positions [B, L, V] (position t predicts t + 1).
     """
-    x, full_mask = self.embed_prefix(rgb, ir, tokens, input_mask)
+    x, full_mask = self.embed_prefix(rgb, ir, tokens, input_mask, has_rgb, has_ir)
     n_img = x.shape[1] - tokens.shape[1]
     ar = jnp.concatenate([jnp.zeros((x.shape[0], n_img), mask_ar.dtype), mask_ar], axis=1)
     attn = gemma.prefix_lm_mask(full_mask, ar)
@@ -98,23 +117,25 @@ class Captioner(scan.LayerStack):
     hidden, _ = self.llm(x, positions, attn)
     return self.llm.logits(hidden[:, n_img:])
 
-  def prefill(self, rgb, ir, tokens, input_mask, cache_size: int):
+  def prefill(self, rgb, ir, tokens, input_mask, cache_size: int, has_rgb=None, has_ir=None):
     """Runs the prefix [images][BOS prompt SEP + right padding] and fills a fresh KV cache.
 
-    tokens/input_mask [B, P]. Returns (logits at each row's last real prefix token [B, V],
-    cache with slots [0, N_img + P) written, slot mask [B, cache_size] bool, next position
-    [B] int32).
+    tokens/input_mask [B, P]; has_rgb, has_ir as in `__call__`. Returns (logits at each
+    row's last real prefix token [B, V], cache with slots [0, N_img + P) written, slot mask
+    [B, cache_size] bool, next position [B] int32).
     """
-    x, full_mask = self.embed_prefix(rgb, ir, tokens, input_mask)
+    x, full_mask = self.embed_prefix(rgb, ir, tokens, input_mask, has_rgb, has_ir)
     b, t = full_mask.shape
     attn = gemma.prefix_lm_mask(full_mask, jnp.zeros_like(full_mask))
     attn = jnp.pad(attn, ((0, 0), (0, 0), (0, cache_size - t)))
     positions = jnp.cumsum(full_mask, axis=1) - 1
     cache = self.llm.init_cache(b, cache_size, self.dtype)
     hidden, cache = self.llm(x, positions, attn, cache, 0)
-    length = jnp.sum(full_mask, axis=1)  # prefix is right-padded: last real token at length-1
-    last = jnp.take_along_axis(hidden, (length - 1)[:, None, None], axis=1)
+    # The prompt is right-padded: its last real token sits at slot N_img + (#prompt) - 1.
+    last_slot = t - tokens.shape[1] + jnp.sum(input_mask.astype(jnp.int32), axis=1) - 1
+    last = jnp.take_along_axis(hidden, last_slot[:, None, None], axis=1)
     slot_mask = jnp.pad(full_mask, ((0, 0), (0, cache_size - t)))
+    length = jnp.sum(full_mask, axis=1)  # present tokens = the next position
     return self.llm.logits(last)[:, 0], cache, slot_mask, length.astype(jnp.int32)
 
   def extend(self, token, position, cache, slot_mask, write_index):

@@ -2,8 +2,9 @@
 sampling and beam search over a KV cache, plus greedy by full recomputation (the reference and
 the no-cache baseline of benchmarks/captioner.py).
 
-Prompts come as right-padded [BOS prompt SEP] token rows with a mask; outputs are [B, max_len]
-int32 rows ending with EOS then PAD (or cut at max_len).
+Prompts come as right-padded [BOS prompt SEP] token rows with a mask; optional has_rgb/has_ir
+[B] bool in the batch mask a missing image out of the prefix. Outputs are [B, max_len] int32
+rows ending with EOS then PAD (or cut at max_len).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def _prefill(model, params, batch, max_len):
     batch["prompt"],
     batch["prompt_mask"],
     size,
+    has_rgb=batch.get("has_rgb"),
+    has_ir=batch.get("has_ir"),
     method=Captioner.prefill,
   )
 
@@ -167,7 +170,9 @@ def greedy_no_cache(
     toks, out, done, seen = s
     generated = jnp.broadcast_to(jnp.arange(max_len)[None] < t, (b, max_len))
     valid = jnp.concatenate([pmask, generated], axis=1)
-    logits = model.apply(params, batch.get("rgb"), batch.get("ir"), toks, valid, mask_ar)
+    images = (batch.get("rgb"), batch.get("ir"))
+    masks = {"has_rgb": batch.get("has_rgb"), "has_ir": batch.get("has_ir")}
+    logits = model.apply(params, *images, toks, valid, mask_ar, **masks)
     at = jnp.where(t == 0, length - 1, p + t - 1)
     step_logits = jnp.take_along_axis(logits, at[:, None, None], axis=1)[:, 0]
     choice = jnp.argmax(_controlled(step_logits, out, t, cfg), -1).astype(jnp.int32)
