@@ -180,6 +180,8 @@ def main(argv) -> None:
   for name in ("checkpoint", "in", "out"):
     if not f[name].value:
       raise UserError(f"--{name} is required (see --help)")
+  if not os.path.isfile(os.path.join(f["in"].value, records.INFO_FILE)):
+    raise UserError(f"--in={f['in'].value}: no {records.INFO_FILE} there; not a prepared dataset")
   try:
     summary = translate_folder(f["in"].value, f.out, f.checkpoint, f.batch_size, f.overwrite_ir)
   except (FileNotFoundError, ValueError) as e:

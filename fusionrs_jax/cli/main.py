@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -102,6 +103,9 @@ def main(argv):
   config = _CONFIG.value
   check_data_dirs(config)
   workdir = _WORKDIR.value or _default_workdir(flags.FLAGS["config"].config_filename)
+  # Third-party INFO (hidden on the console unless --verbosity=1) is kept in the run folder.
+  index = jax.process_index()
+  command.log_to_run_folder(workdir, "log.txt" if index == 0 else f"log-{index}.txt")
   # The full config is in <workdir>/config.json; printed only with --verbosity=1.
   logging.vlog(1, "config:\n%s", config)
   result = run(config, workdir)

@@ -65,6 +65,49 @@ def quiet_third_party() -> None:
       handler.addFilter(_FILTER)
 
 
+class RunLog(py_logging.Handler):
+  """Every log record (third-party INFO included) appended to `<folder>/<name>`; records
+  logged before the folder exists wait in memory (the last 2000) so that creating the run
+  folder stays the trainer's job, after its checks."""
+
+  def __init__(self, folder: str, name: str = "log.txt"):
+    super().__init__()
+    self.folder, self.path = folder, os.path.join(folder, name)
+    self.setFormatter(absl_logging.PythonFormatter())
+    self._pending: list[str] = []
+    self._file = None
+
+  def emit(self, record: py_logging.LogRecord) -> None:
+    try:
+      line = self.format(record)
+      if self._file is None:
+        if not os.path.isdir(self.folder):
+          self._pending = [*self._pending[-1999:], line]
+          return
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file.writelines(p + "\n" for p in self._pending)
+        self._pending = []
+      self._file.write(line + "\n")
+      self._file.flush()
+    except Exception:
+      self.handleError(record)
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    super().close()
+
+
+def log_to_run_folder(folder: str, name: str = "log.txt") -> RunLog | None:
+  """Adds a RunLog on the root logger for a local `folder` (None for a bucket path)."""
+  if "://" in folder:
+    return None
+  handler = RunLog(folder, name)
+  py_logging.getLogger().addHandler(handler)
+  return handler
+
+
 def parse_flags(argv: Sequence[str], positional: int = 0) -> list[str]:
   """Parses absl flags; a flag error or an unexpected argument is one line, exit 2."""
   app.define_help_flags()

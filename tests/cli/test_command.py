@@ -37,3 +37,16 @@ def test_third_party_info_is_quiet_unless_verbose(path, name, level, shown):
 def test_one_line_keeps_the_last_line_of_an_embedded_traceback():
   text = "Failed loading config\nTraceback (most recent call last):\n  File x\nKeyError: 'size'"
   assert command.one_line(text) == "Failed loading config KeyError: 'size'"
+
+
+def test_run_log_keeps_early_records_until_the_folder_exists(tmp_path):
+  folder = tmp_path / "run"
+  log = command.RunLog(str(folder))
+  log.emit(_record("/venv/site-packages/orbax/checkpoint/x.py", logging.INFO))
+  assert not folder.exists()  # the handler never creates the run folder
+  folder.mkdir()
+  log.emit(_record("/work/main/fusionrs_jax/trainers/common.py", logging.WARNING))
+  log.close()
+  lines = (folder / "log.txt").read_text().splitlines()
+  assert len(lines) == 2 and all(line.endswith("message") for line in lines)
+  assert "x.py" in lines[0] and "common.py" in lines[1]

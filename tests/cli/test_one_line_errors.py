@@ -48,7 +48,7 @@ CASES = [
     "translate",
     "data_prep.translate",
     ["--checkpoint={d}/nope", "--in={d}/empty", "--out={d}/out"],
-    "dataset_info.json not found",
+    "--in={d}/empty: no dataset_info.json",
   ),
   ("ir_captions", "data_prep.ir_text", ["--in={d}/empty", "--out={d}/out"], "--in={d}/empty"),
   (
