@@ -239,6 +239,10 @@ def test_nwpu_corpus(corpus):
   ]
   (rec,) = map(records.decode, _read(corpus / "o").values())
   assert rec.id == "nwpu/g0" and rec.captions == ["a farm .", "a barn ."]
+  (corpus / "good.json").write_text(json.dumps({"farm": layout["farm"][:1]}))
+  items = sources.read_nwpu(str(corpus / "good.json"), str(corpus / "images"), "nwpu")
+  ingest(items, str(corpus / "good"), "nwpu", _opts())
+  assert _read(corpus / "o") == _read(corpus / "good")
 
 
 def test_folder_jsonl_and_csv_corpus(corpus):
@@ -265,6 +269,10 @@ def test_folder_jsonl_and_csv_corpus(corpus):
     ("c.jsonl line 8", "bad_split"),
   ]
   assert list(_read(corpus / "o")) == ["my/g0"]
+  (corpus / "good.jsonl").write_text(lines[0] + "\n")
+  items = sources.read_folder(str(corpus / "good.jsonl"), str(corpus / "images"), "my")
+  ingest(items, str(corpus / "good"), "my", _opts())
+  assert _read(corpus / "o") == _read(corpus / "good")
   (corpus / "l.csv").write_bytes(b"file,caption\ng0.png,caf\xe9\n")
   with pytest.raises(sources.InputError, match=r"l.csv: not UTF-8 at byte 23 \(line 2\)"):
     sources.read_folder(str(corpus / "l.csv"), str(corpus / "images"), "my")
@@ -305,6 +313,14 @@ def test_coco_corpus(corpus):
   ]
   (rec,) = map(records.decode, _read(corpus / "o").values())
   assert rec.meta["objects"] == [{"category": "Car", "bbox": [1.0, 2.0, 3.0, 4.0]}]
+  good = dict(coco, images=coco["images"][:1], annotations=coco["annotations"][:1])
+  (corpus / "good" / "val.json").parent.mkdir()
+  (corpus / "good" / "val.json").write_text(json.dumps(good))
+  items = sources.read_coco_thermal(
+    [str(corpus / "good" / "val.json")], str(corpus / "images"), "hit"
+  )
+  ingest(items, str(corpus / "good_out"), "hit", _opts())
+  assert _read(corpus / "o") == _read(corpus / "good_out")
   (corpus / "train-2.json").write_text(json.dumps(coco))
   with pytest.raises(sources.InputError, match="train-2.json: split 'train-2'"):
     sources.read_coco_thermal([str(corpus / "train-2.json")], str(corpus / "images"), "hit")
