@@ -7,6 +7,7 @@ writing anything) and `ItemRejected` (one entry or image is unusable: a rejects.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import io
@@ -45,7 +46,8 @@ class InputError(UserError, ValueError):
 
 
 def read_text(path: str, flag: str = "--json") -> str:
-  """A text file decoded as strict UTF-8; InputError names the byte offset otherwise."""
+  """A text file decoded as strict UTF-8 (a leading BOM dropped); InputError names the byte
+  offset otherwise."""
   try:
     with open(path, "rb") as f:
       data = f.read()
@@ -53,12 +55,14 @@ def read_text(path: str, flag: str = "--json") -> str:
     raise InputError(f"{path} not found; check {flag}") from None
   except IsADirectoryError:
     raise InputError(f"{path} is a folder; {flag} takes a file") from None
+  bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows editors
   try:
-    return data.decode("utf-8")
+    return data[bom:].decode("utf-8")
   except UnicodeDecodeError as e:
-    line = data[: e.start].count(b"\n") + 1
+    at = bom + e.start
+    line = data[:at].count(b"\n") + 1
     raise InputError(
-      f"{path}: not UTF-8 at byte {e.start} (line {line}); re-save the file as UTF-8"
+      f"{path}: not UTF-8 at byte {at} (line {line}); re-save the file as UTF-8"
     ) from None
 
 

@@ -276,6 +276,12 @@ def test_folder_jsonl_and_csv_corpus(corpus):
   (corpus / "l.csv").write_bytes(b"file,caption\ng0.png,caf\xe9\n")
   with pytest.raises(sources.InputError, match=r"l.csv: not UTF-8 at byte 23 \(line 2\)"):
     sources.read_folder(str(corpus / "l.csv"), str(corpus / "images"), "my")
+  (corpus / "bom.csv").write_bytes(b"\xef\xbb\xbffile,caption\ng0.png,a farm .\n")
+  (item,) = sources.read_folder(str(corpus / "bom.csv"), str(corpus / "images"), "my")
+  assert item.load().captions == ["a farm ."]
+  (corpus / "bom.csv").write_bytes(b"\xef\xbb\xbffile,caption\ng0.png,caf\xe9\n")
+  with pytest.raises(sources.InputError, match=r"bom.csv: not UTF-8 at byte 26 \(line 2\)"):
+    sources.read_folder(str(corpus / "bom.csv"), str(corpus / "images"), "my")
   (corpus / "h.csv").write_text("picture,caption\ng0.png,a farm\n")
   with pytest.raises(sources.InputError, match="h.csv line 1: the header"):
     sources.read_folder(str(corpus / "h.csv"), str(corpus / "images"), "my")
