@@ -133,7 +133,8 @@ def make_train_loader(
 ) -> grain.DataLoader:
   """Shuffled repeating loader of this process's records (sharded like the SigLIP loader).
 
-  Batches: rgb [B,S,S,3], ir [B,S,S,1] f32 in [-1,1] (+ has_rgb/has_ir), tokens/mask_ar [B,L]
+  Batches: rgb [B,S,S,3], ir [B,S,S,1] f32 in [-1,1] (+ has_rgb/has_ir [B] bool, which the
+  trainer hands to the model as prefix masks), tokens/mask_ar [B,L]
   int32, input_mask/loss_mask [B,L] bool, task [B] int32 (index into TASKS), index [B].
   """
   shard_index, shard_count = ip.process_shard(None, None)
@@ -146,6 +147,8 @@ def make_train_loader(
     modalities=ip.MODALITIES,
     caption_fields=(),
     augment=ip.as_augment(augment),
+    # A missing image becomes a zero placeholder with has_<m>=False; the captioner masks its
+    # tokens out of the prefix, so the placeholder is never seen.
     missing_modality="zeros",
     where=f"{data_dir}:{split}",
   )
@@ -174,6 +177,9 @@ class EvalItem:
   references: list[str]
   rgb: np.ndarray  # [S, S, 3] in [-1, 1]
   ir: np.ndarray  # [S, S, 1]
+  # False: the record has no such image (its array is a zero placeholder the model masks out).
+  has_rgb: bool = True
+  has_ir: bool = True
 
 
 def eval_items(
@@ -201,37 +207,27 @@ def eval_items(
     if max_records and i >= max_records:
       break
     img = prep.decode_images(rec, None)
-    pairs = candidates(rec, inputs)
+    images = {k: img[k] for k in ("rgb", "ir")}
+    images.update(has_rgb=bool(img["has_rgb"]), has_ir=bool(img["has_ir"]))
+    queries = []
     if "caption" in tasks and rec.captions:
-      items.append(
-        EvalItem(
-          rec.id, "caption", CAPTION_PROMPTS[inputs], list(rec.captions), img["rgb"], img["ir"]
-        )
-      )
-    if "ir_caption" in tasks and pairs["ir_caption"]:
-      items.append(
-        EvalItem(rec.id, "ir_caption", IR_PROMPT, list(rec.ir_captions), img["rgb"], img["ir"])
-      )
+      queries.append(("caption", CAPTION_PROMPTS[inputs], list(rec.captions)))
+    if "ir_caption" in tasks and rec.ir_captions:
+      queries.append(("ir_caption", IR_PROMPT, list(rec.ir_captions)))
     if "instruction" in tasks:
-      for q in rec.instructions:
-        items.append(
-          EvalItem(
-            rec.id,
-            q.get("task", "instruction"),
-            q["question"],
-            [q["answer"]],
-            img["rgb"],
-            img["ir"],
-          )
-        )
+      queries += [
+        (q.get("task", "instruction"), q["question"], [q["answer"]]) for q in rec.instructions
+      ]
+    items += [EvalItem(rec.id, task, prompt, refs, **images) for task, prompt, refs in queries]
   return items
 
 
 def eval_batches(
   items: list[EvalItem], tokenizer: ip.Tokenizer, batch_size: int, prompt_len: int
 ) -> Iterator[tuple[dict[str, np.ndarray], list[EvalItem]]]:
-  """Fixed-size numpy batches {rgb, ir, prompt [B,P], prompt_mask [B,P]} plus their items;
-  the last batch is padded by repeating its first item (the caller drops those)."""
+  """Fixed-size numpy batches {rgb, ir, has_rgb [B], has_ir [B], prompt [B,P], prompt_mask
+  [B,P]} plus their items; the last batch is padded by repeating its first item (the caller
+  drops those)."""
   for start in range(0, len(items), batch_size):
     chunk = items[start : start + batch_size]
     padded = chunk + [chunk[0]] * (batch_size - len(chunk))
@@ -240,6 +236,8 @@ def eval_batches(
       {
         "rgb": np.stack([it.rgb for it in padded]),
         "ir": np.stack([it.ir for it in padded]),
+        "has_rgb": np.array([it.has_rgb for it in padded]),
+        "has_ir": np.array([it.has_ir for it in padded]),
         "prompt": prompt,
         "prompt_mask": prompt != ip.PAD_ID,
       },

@@ -59,9 +59,10 @@ def make_train_step(model, tx, freeze_image_encoder: bool = False, normalize: st
   weight decay moves it); its gradients are not computed (stop_gradient in the model)."""
 
   def loss_fn(params, batch):
-    logits = model.apply(
-      params, batch["rgb"], batch["ir"], batch["tokens"], batch["input_mask"], batch["mask_ar"]
-    )
+    # has_rgb/has_ir mask a missing image out of the prefix (its pixels are a placeholder).
+    text = (batch["tokens"], batch["input_mask"], batch["mask_ar"])
+    masks = {"has_rgb": batch.get("has_rgb"), "has_ir": batch.get("has_ir")}
+    logits = model.apply(params, batch["rgb"], batch["ir"], *text, **masks)
     loss, n = answer_loss(logits, batch, normalize)
     correct = (jnp.argmax(logits[:, :-1], -1) == batch["tokens"][:, 1:]) & batch["loss_mask"][:, 1:]
     return loss, {"token_accuracy": correct.sum() / n, "answer_tokens": n}
