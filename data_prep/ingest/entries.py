@@ -86,7 +86,7 @@ def rgb_item(
 ) -> SourceItem:
   """A captioned RGB sample; `candidates` are image paths relative to images_dir (the first
   that exists is read); captions stay raw so the ingest can reject or clean bad ones."""
-  key = stem(os.path.basename(candidates[0]) if fields.get("flat_key") else fields["file"])
+  key = stem(fields["file"])
 
   def load() -> Record:
     image = load_image(inputs.first_inside(images_dir, candidates), limits)
