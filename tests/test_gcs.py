@@ -1,0 +1,300 @@
+"""gs:// paths against a real GCS server: gcp-storage-emulator started on 127.0.0.1 by these
+tests (gcsfs via STORAGE_EMULATOR_HOST, tensorstore via TENSORSTORE_GCS_HTTP_URL).
+
+core/fs round trips, shards + dataset_info, metrics/TensorBoard/images, Orbax checkpoints,
+ingest writing to a bucket, and a SigLIP run with a gs:// work dir killed and resumed."""
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gcsfs")
+emulator = pytest.importorskip("gcp_storage_emulator.server")
+objects = pytest.importorskip("gcp_storage_emulator.handlers.objects")
+
+from data_prep.ingest.writer import IngestOptions, ingest
+from fusionrs_jax.core import checkpoint, fs, metrics, records
+from fusionrs_jax.core.errors import UserError
+from fusionrs_jax.core.records import Record
+from fusionrs_jax.trainers import common
+from tests.conftest import REPO
+
+BUCKET = "fusionrs-test"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _download_with_generation(download):
+  """The emulator's object download plus the x-goog-generation header real GCS sends:
+  tensorstore's OCDBT manifest updates (Orbax) are conditional on that generation."""
+
+  def handler(request, response, storage, *args, **kwargs):
+    download(request, response, storage, *args, **kwargs)
+    if response.status in (200, 206):  # whole object or a range of it
+      obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+      response["x-goog-generation"] = str(obj["generation"])
+      response["x-goog-metageneration"] = str(obj.get("metageneration", "1"))
+
+  return handler
+
+
+@pytest.fixture(scope="module")
+def gcs_url():
+  """A fresh in-memory GCS server with one bucket; gcsfs and tensorstore point at it."""
+  port = _free_port()
+  server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+  server.start()
+  url = f"http://127.0.0.1:{port}"
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(objects, "download", _download_with_generation(objects.download))
+    mp.setenv("STORAGE_EMULATOR_HOST", url)
+    mp.setenv("TENSORSTORE_GCS_HTTP_URL", url)
+    yield url
+  server.stop()
+
+
+def _png(seed: int, size: int = 40) -> bytes:
+  pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _records(n: int) -> list[Record]:
+  splits = ("train", "val", "test")
+  return [
+    Record(id=f"g/{i}", source="g", split=splits[i % 3], rgb=_png(i), captions=[f"scene {i}"])
+    for i in range(n)
+  ]
+
+
+# ----------------------------------------------------------------------------
+# core/fs and records.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["local", "gs"])
+def test_fs_reads_writes_lists_and_appends_the_same_on_local_and_gs(gcs_url, tmp_path, where):
+  base = str(tmp_path / "d") if where == "local" else f"gs://{BUCKET}/fs-{where}"
+  fs.makedirs(base)
+  records.write_json_atomic(fs.join(base, "a.json"), {"x": 1})
+  fs.write_bytes(fs.join(base, "sub", "b.bin") if where == "gs" else fs.join(base, "b.bin"), b"B")
+  assert json.loads(fs.read_text(fs.join(base, "a.json"))) == {"x": 1}
+  assert [fs.basename(p) for p in fs.glob(fs.join(base, "*.json"))] == ["a.json"]
+  for _ in range(2):  # a reopened appender continues the file (a resumed run's metrics)
+    with fs.AppendFile(fs.join(base, "m.jsonl")) as f:
+      f.write("line\n")
+  assert fs.read_text(fs.join(base, "m.jsonl")) == "line\nline\n"
+  with fs.staged_file(fs.join(base, "c.bin")) as tmp, open(tmp, "wb") as f:
+    f.write(b"staged")
+  with fs.local_copy(fs.join(base, "c.bin")) as local, open(local, "rb") as f:
+    assert os.path.exists(local) and f.read() == b"staged"
+  with pytest.raises(RuntimeError), fs.staged_file(fs.join(base, "never.bin")) as tmp:
+    open(tmp, "wb").close()
+    raise RuntimeError("writer failed")
+  assert not fs.exists(fs.join(base, "never.bin"))  # a failed write leaves no file
+  assert not fs.glob(fs.join(base, "*.tmp-*"))
+  fs.remove(fs.join(base, "c.bin"))
+  assert not fs.exists(fs.join(base, "c.bin")) and fs.isfile(fs.join(base, "a.json"))
+  fs.rmtree(base)
+  assert not fs.exists(fs.join(base, "a.json"))
+
+
+def test_shards_and_dataset_info_on_gs_equal_the_local_ones(gcs_url, tmp_path):
+  recs = _records(9)
+  local, remote = str(tmp_path / "local"), f"gs://{BUCKET}/shards"
+  for out in (local, remote):
+    records.write_split(recs, out, "g", "train", records_per_shard=4)
+    records.write_split(recs, out, "g", "val", records_per_shard=2)
+    records.write_split(recs[:3], out, "g", "val", records_per_shard=2)  # 5 -> 2 shards
+  assert [fs.basename(p) for p in records.list_shards(remote, "val")] == [
+    "g-val.array_record-00000-of-00002",
+    "g-val.array_record-00001-of-00002",
+  ]
+  info_local, info_remote = records.write_info(local, "g"), records.write_info(remote, "g")
+  assert info_remote == info_local == records.read_info(remote)  # same sha256 per shard
+  back = list(records.read_records(records.list_shards(remote, "train")))
+  assert [r.id for r in back] == [r.id for r in recs] and back[4].rgb == recs[4].rgb
+
+
+def test_a_gs_data_dir_for_training_is_one_error_line_naming_gcsfuse(gcs_url):
+  data = dict(dir=f"gs://{BUCKET}/data/ucm", demo_world_if_missing=False, tokenizer="")
+  with pytest.raises(UserError) as e:
+    common.prepare_dataset(_Cfg(data))
+  message = str(e.value)
+  assert "\n" not in message and "gcsfuse" in message and f"/mnt/{BUCKET}/data/ucm" in message
+
+
+class _Cfg(dict):
+  """Attribute access over a dict, as ConfigDict gives prepare_dataset."""
+
+  __getattr__ = dict.__getitem__
+
+
+# ----------------------------------------------------------------------------
+# Work-dir files: metrics, TensorBoard, images, checkpoints.
+# ----------------------------------------------------------------------------
+
+
+def _events(data: bytes) -> list:
+  """TensorBoard Event protos of one event file's bytes (TFRecord framing)."""
+  from tensorboardX.proto import event_pb2
+
+  out, pos = [], 0
+  while pos < len(data):
+    (n,) = struct.unpack("<Q", data[pos : pos + 8])
+    out.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n]))
+    pos += 12 + n + 4
+  return out
+
+
+def test_metric_writer_puts_jsonl_events_and_images_in_a_bucket(gcs_url):
+  workdir = f"gs://{BUCKET}/metrics-run"
+  writer = metrics.MetricWriter(workdir)
+  writer.write_scalars(1, {"loss": 2.5})
+  writer.write_scalars(2, {"loss": 1.5})
+  path = writer.write_image(2, "grid", np.full((4, 6, 3), 200, np.uint8))
+  writer.close()
+  assert [r["loss"] for r in metrics.read_jsonl(fs.join(workdir, "metrics.jsonl"))] == [2.5, 1.5]
+  with Image.open(io.BytesIO(fs.read_bytes(path))) as im:
+    assert im.size == (6, 4)
+  (event_file,) = fs.glob(fs.join(workdir, "tb", "events.out.tfevents.*"))
+  scalars = [
+    (e.step, v.simple_value)
+    for e in _events(fs.read_bytes(event_file))
+    for v in e.summary.value
+    if v.tag == "loss"
+  ]
+  assert scalars == [(1, 2.5), (2, 1.5)]
+
+
+def test_orbax_checkpoint_in_a_bucket_restores_bit_exact(gcs_url):
+  state = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "step": np.int32(7)}
+  ckpt = checkpoint.Checkpointer(f"gs://{BUCKET}/ckpt-run/checkpoints", save_every=1)
+  ckpt.save(7, state, force=True)
+  ckpt.close()
+  again = checkpoint.Checkpointer(f"gs://{BUCKET}/ckpt-run/checkpoints", save_every=1)
+  assert again.latest_step == 7
+  raw = again.restore_raw()
+  again.close()
+  np.testing.assert_array_equal(raw["w"], state["w"])
+  assert raw["step"] == 7
+
+
+# ----------------------------------------------------------------------------
+# Ingest and training against the bucket.
+# ----------------------------------------------------------------------------
+
+
+def test_ingest_writes_the_same_shards_info_and_rejects_to_gs_as_locally(gcs_url, tmp_path):
+  recs = _records(12) + [Record(id="g/small", source="g", split="train", rgb=_png(99, 8))]
+  opts = IngestOptions(progress=False, records_per_shard=2, chunk_size=4)
+  local, remote = str(tmp_path / "local"), f"gs://{BUCKET}/ingest/g"
+  for out in (local, remote):
+    ingest(recs, out, "g", opts)
+  assert records.read_info(remote) == records.read_info(local)
+  assert fs.read_text(fs.join(remote, "rejects.jsonl")) == fs.read_text(
+    fs.join(local, "rejects.jsonl")
+  )
+  rejects = [
+    json.loads(line) for line in fs.read_text(fs.join(remote, "rejects.jsonl")).splitlines()
+  ]
+  assert [r["id"] for r in rejects] == ["g/small"]
+  names = lambda out: sorted(fs.basename(p) for p in fs.glob(fs.join(out, "g-*")))
+  assert names(remote) == names(local)
+  for name in names(local):
+    assert fs.read_bytes(fs.join(remote, name)) == fs.read_bytes(fs.join(local, name))
+  assert not fs.glob(fs.join(remote, ".ingest-g", "*"))  # the work folder is gone
+  # A re-ingest with another shard size leaves no stale shard in the bucket.
+  ingest(recs, remote, "g", IngestOptions(progress=False, records_per_shard=100, chunk_size=4))
+  assert names(remote) == [f"g-{s}.array_record-00000-of-00001" for s in ("test", "train", "val")]
+
+
+def _cli(workdir, data_dir, steps):
+  """The tiny SigLIP run of tests/trainers/test_siglip.py (checkpoints every 2 steps)."""
+  return [
+    sys.executable,
+    "-m",
+    "fusionrs_jax.main",
+    "--config=configs/siglip_ir.py:size=tiny",
+    f"--workdir={workdir}",
+    f"--config.data.dir={data_dir}",
+    f"--config.total_steps={steps}",
+    "--config.checkpoint_every=2",
+    f"--config.eval_every={steps}",
+    "--config.log_every=1",
+    "--config.batch_size=16",
+    "--config.async_checkpoints=False",
+  ]
+
+
+def _kill_after(proc, committed: str, timeout: float = 300) -> None:
+  """SIGKILLs `proc` as soon as the object `committed` (a checkpoint's marker) exists."""
+  deadline = time.time() + timeout
+  while not fs.exists(committed) and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+
+
+@pytest.mark.slow
+def test_siglip_run_in_a_bucket_killed_and_resumed_ends_bit_identical_to_a_local_run(
+  gcs_url, tiny_dataset, tmp_path
+):
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    # The three runs compile the same programs: the later two load them from this cache.
+    JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+  )
+  run = lambda args: subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
+
+  # Shards are read through a gcsfuse mount on a pod (MaxText's way): the same folder layout.
+  data = str(shutil.copytree(tiny_dataset, tmp_path / "gcsfuse" / BUCKET / "data" / "tiny"))
+  steps, local, remote = 6, str(tmp_path / "local"), f"gs://{BUCKET}/workdirs/siglip"
+  run(_cli(local, data, steps))
+
+  proc = subprocess.Popen(
+    _cli(remote, data, steps), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+  )
+  committed = fs.join(remote, "checkpoints", "2", "commit_success.txt")
+  _kill_after(proc, committed)
+  assert fs.exists(committed), proc.stderr.read().decode()[-3000:]
+  assert not fs.exists(fs.join(remote, "checkpoints", str(steps))), "finished before the kill"
+  run(_cli(remote, data, steps))
+
+  step_a, a = checkpoint.run_params(local)
+  step_b, b = checkpoint.run_params(remote)
+  assert step_a == step_b == steps
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # The rest of the run folder is in the bucket too, and says what the local one says.
+  assert json.loads(fs.read_text(fs.join(remote, "config.json")))["total_steps"] == steps
+  rows = lambda w, name: metrics.read_jsonl(fs.join(w, name))
+  loss = lambda w: {r["step"]: r["loss"] for r in rows(w, "metrics.jsonl") if "loss" in r}
+  assert loss(remote)[steps] == loss(local)[steps]
+  assert rows(remote, "eval.jsonl") == rows(local, "eval.jsonl")
+  assert [fs.basename(p) for p in fs.glob(fs.join(remote, "images", "*.png"))] == [
+    f"retrieval_R5_{steps:07d}.png"
+  ]
+  # TensorBoard events (the killed run's were not uploaded yet: its writer never flushed).
+  events = [_events(fs.read_bytes(p)) for p in fs.glob(fs.join(remote, "tb", "events.*"))]
+  assert steps in {e.step for file in events for e in file if e.summary.value}
