@@ -18,10 +18,12 @@ _LEFT_OUT = 1e30
 
 
 def _log_sigmoid_terms(logits, labels, pair_valid):
-  """log_sigmoid(labels * logits) [N, M], exactly 0 where pair_valid [N, M] is False.
+  """log_sigmoid(labels * logits) [N, M], exactly 0 (with zero gradient) where pair_valid
+  [N, M] is False. Masking the argument keeps garbage rows (NaN-free but arbitrary) out.
 
-  The mask acts before log_sigmoid, so the summed array has the same shape and producer as
-  without a mask: all-True masks give the unmasked loss bit for bit.
+  Equal to the unmasked terms where valid; the sum may still differ from the unmasked program
+  in the last bit (XLA fuses it differently), which is why `multi_pair_loss` runs the
+  unmasked program when every row is valid.
   """
   z = labels * logits
   if pair_valid is not None:
