@@ -290,6 +290,43 @@ class IngestOptions:
   captions: CaptionRules = dataclasses.field(default_factory=CaptionRules)
 
 
+def _write_splits(
+  out_dir: str, name: str, work: str, chunks: list[dict], final: list[str], options
+) -> dict[str, list[str]]:
+  """The final shards of every split (+ TFRecord copies): {split: paths}."""
+  written = {}
+  for split in sorted(set(final)):
+    payloads = _split_payloads(work, chunks, final, split)
+    total = final.count(split)
+    written[split] = _write_shards(out_dir, name, split, payloads, total, options.records_per_shard)
+    if options.tfrecord:
+      written[split] += tfds_export.write_tfrecords(written[split])
+  return written
+
+
+def _ingest_info(options, chunks, reject_counts, shard_paths, moves) -> dict[str, Any]:
+  """dataset_info.json's "ingest" entry."""
+  fixes: dict[str, int] = {}
+  for chunk in chunks:
+    for key, n in chunk["caption_fixes"].items():
+      fixes[key] = fixes.get(key, 0) + n
+  return {
+    "source_args": options.source_args,
+    "min_size": options.min_size,
+    "items": sum(c["items"] for c in chunks),
+    "rejects": reject_counts,
+    # captions changed by hygiene (data_prep.ingest.caption_text), by kind
+    "caption_hygiene": {
+      "rules": dataclasses.asdict(options.captions),
+      **dict(sorted(fixes.items())),
+    },
+    # every shard file this run wrote (ArrayRecord and any TFRecord export)
+    "shards_written": [os.path.basename(p) for p in shard_paths],
+    "dedup_moves": moves,
+    "tfrecord_export": options.tfrecord,
+  }
+
+
 def ingest(
   items: Iterable[SourceItem | Record],
   out_dir: str,
@@ -321,41 +358,11 @@ def ingest(
   chunks = _stage(items, work, chunks, options)
   accepted = [entry for chunk in chunks for entry in chunk["accepted"]]
   final, moves = plan_dedup(accepted)
-  written = {}
-  for split in sorted(set(final)):
-    total = final.count(split)
-    written[split] = _write_shards(
-      out_dir,
-      name,
-      split,
-      _split_payloads(work, chunks, final, split),
-      total,
-      options.records_per_shard,
-    )
-  if options.tfrecord:
-    for split, paths in written.items():
-      written[split] = paths + tfds_export.write_tfrecords(paths)
+  written = _write_splits(out_dir, name, work, chunks, final, options)
   shard_paths = sorted(p for paths in written.values() for p in paths)
   remove_stale_shards(out_dir, name, set(shard_paths))
   reject_counts = _write_rejects(out_dir, chunks)
-  fixes: dict[str, int] = {}
-  for chunk in chunks:
-    for key, n in chunk["caption_fixes"].items():
-      fixes[key] = fixes.get(key, 0) + n
-  extra = {
-    "ingest": {
-      "source_args": options.source_args,
-      "min_size": options.min_size,
-      "items": sum(c["items"] for c in chunks),
-      "rejects": reject_counts,
-      # captions changed by hygiene (data_prep.ingest.caption_text), by kind
-      "caption_hygiene": {"rules": settings["captions"], **dict(sorted(fixes.items()))},
-      # every shard file this run wrote (ArrayRecord and any TFRecord export)
-      "shards_written": [os.path.basename(p) for p in shard_paths],
-      "dedup_moves": moves,
-      "tfrecord_export": options.tfrecord,
-    }
-  }
+  extra = {"ingest": _ingest_info(options, chunks, reject_counts, shard_paths, moves)}
   info = records.write_info(out_dir, name, extra=extra)
   if not info["splits"]:
     logging.warning(
