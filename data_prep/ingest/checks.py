@@ -27,6 +27,7 @@ REJECT_REASONS = (
   "outside_images",
   "missing_file",
   "empty_file",
+  "file_too_large",
   "unreadable_image",
   "truncated_image",
   "too_many_pixels",

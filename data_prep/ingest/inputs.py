@@ -23,6 +23,9 @@ from fusionrs_jax.data import images
 
 # Formats kept as their original bytes; anything else (TIFF, BMP, ...) is re-encoded as PNG.
 KEPT_FORMATS = ("JPEG", "PNG")
+# bytes; an image file is read whole, so a larger one (no image within the pixel limit needs
+# this much) is rejected before reading.
+MAX_FILE_BYTES = 1 << 30
 # Modes a PNG can hold as they are (16-bit thermal stays 16-bit); others become RGB.
 PNG_MODES = ("L", "RGB", "RGBA", "I;16")
 
@@ -164,6 +167,11 @@ def load_image(path: str, limits: images.ImageLimits | None = None) -> LoadedIma
   JPEG/PNG are re-encoded as PNG."""
   if not os.path.isfile(path):
     raise ItemRejected("missing_file", f"{path} does not exist")
+  size = os.path.getsize(path)
+  if size > MAX_FILE_BYTES:
+    raise ItemRejected(
+      "file_too_large", f"{path} has {size} bytes, over {MAX_FILE_BYTES}; not read"
+    )
   with open(path, "rb") as f:
     data = f.read()
   image, fmt = check_image_bytes(data, path, limits)

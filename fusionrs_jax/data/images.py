@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -76,8 +77,13 @@ def open_image(data: bytes, where: str = "image", limits: ImageLimits | None = N
   `limits` are checked from the header first. A JPEG's pixels are not decoded yet
   (crop_resize can still draft it at a lower scale), unless it has to be rotated.
   """
-  with _decoding(where):
-    img = Image.open(io.BytesIO(data))
+  with _decoding(where), warnings.catch_warnings():
+    if limits is not None:  # checked here, so PIL's own size warning would only repeat it
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    try:
+      img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit at open
+      raise ImageLimitError("too_many_pixels", f"{where}: {e}") from e
     if limits is not None:
       check_limits(img, limits, where)
     if img.getexif().get(EXIF_ORIENTATION, 1) != 1:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.ingest import caption_text, checks, sources
+from data_prep.ingest import caption_text, checks, inputs, sources
 from data_prep.ingest import writer as ingest_lib
 from data_prep.ingest.writer import IngestOptions, ingest
 from fusionrs_jax.core import records
@@ -376,6 +376,18 @@ def test_image_limits_are_checked_from_the_header_before_decoding():
   with pytest.raises(image_io.ImageLimitError) as err:
     image_io.decode_image(_png(0, size=20), 3, "small", image_io.ImageLimits(min_side=32))
   assert err.value.reason == "image_too_small"
+  # Past PIL's own bomb limit (2 x 89 Mpx) Image.open refuses: still too_many_pixels.
+  with pytest.raises(image_io.ImageLimitError) as err:
+    image_io.open_image(_png_header_only(20000, 20000), "bomb")
+  assert err.value.reason == "too_many_pixels"
+
+
+def test_oversized_file_is_rejected_unread(tmp_path, monkeypatch):
+  (tmp_path / "big.png").write_bytes(_png(0))
+  monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 100)
+  with pytest.raises(sources.ItemRejected) as err:
+    inputs.load_image(str(tmp_path / "big.png"))
+  assert err.value.reason == "file_too_large"
 
 
 def test_readme_lists_every_reject_reason_and_the_code_uses_no_other():
