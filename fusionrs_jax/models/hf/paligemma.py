@@ -137,7 +137,7 @@ def save_hf_paligemma(params, model, out_dir: str, tokenizer_path: str | None = 
       raise ValueError(f"<image> id {config.image_token_index} collides with the vocabulary")
   torch_model = PaliGemmaForConditionalGeneration(config)
   sd = {
-    k: torch.from_numpy(v)
+    k: torch.tensor(v)  # a copy: the arrays exported from jax are read-only
     for k, v in to_hf_state_dict(params, model.vision_hp["depth"], model.llm_hp["depth"]).items()
   }
   missing, unexpected = torch_model.load_state_dict(sd, strict=False)

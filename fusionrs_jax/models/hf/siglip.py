@@ -414,6 +414,9 @@ def hf_tokenizer_config(text_len: int) -> dict:
     "unk_token": "<unk>",
     # GemmaTokenizer would otherwise add a <mask> token outside the model's vocabulary.
     "mask_token": None,
+    # No attention_mask: the text tower attends over the padding, as it was trained (and pools
+    # the last position, so texts are padded to max_length); a mask would change embeddings.
+    "model_input_names": ["input_ids"],
   }
 
 
