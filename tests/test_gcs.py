@@ -24,10 +24,12 @@ pytest.importorskip("gcsfs")
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 objects = pytest.importorskip("gcp_storage_emulator.handlers.objects")
 
+from data_prep.ingest import tokenizer
 from data_prep.ingest.writer import IngestOptions, ingest
 from fusionrs_jax.core import checkpoint, fs, metrics, records
 from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.core.records import Record
+from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.trainers import common
 from tests.conftest import REPO
 
@@ -298,3 +300,14 @@ def test_siglip_run_in_a_bucket_killed_and_resumed_ends_bit_identical_to_a_local
   # TensorBoard events (the killed run's were not uploaded yet: its writer never flushed).
   events = [_events(fs.read_bytes(p)) for p in fs.glob(fs.join(remote, "tb", "events.*"))]
   assert steps in {e.step for file in events for e in file if e.summary.value}
+
+
+def test_tokenizer_trains_from_shards_in_a_bucket_and_is_written_there(gcs_url):
+  data = f"gs://{BUCKET}/tok-data"
+  records.write_split(_records(30), data, "g", "train")
+  texts = tokenizer.train_texts([data])
+  assert sorted(texts) == sorted(f"scene {i}" for i in range(30))
+  path = tokenizer.train_tokenizer(texts * 20, fs.join(data, "tokenizer.model"), vocab_size=300)
+  assert fs.isfile(path) and not os.path.exists(path.replace("gs://", "gs:/"))
+  ids = tokenizer.load_tokenizer(path).encode("scene 3")
+  assert ids and input_pipeline.Tokenizer(path).decode(np.array([ids])) == ["scene 3"]

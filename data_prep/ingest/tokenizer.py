@@ -9,13 +9,12 @@ prefix, identity normalization) lets `transformers.GemmaTokenizer` load the same
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 from absl import flags, logging
 
-from fusionrs_jax.core import command, records
+from fusionrs_jax.core import command, fs, records
 from fusionrs_jax.core.errors import UserError
 
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
@@ -83,23 +82,20 @@ def train_tokenizer(
     shuffle_input_sentence=False,
     minloglevel=2,
   )
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  tmp = records.temp_path(out_path)
-  with open(tmp, "wb") as f:
-    f.write(model.getvalue())
-  os.replace(tmp, out_path)
+  fs.makedirs(fs.dirname(fs.abspath(out_path)))
+  fs.write_bytes(out_path, model.getvalue())  # atomic (local rename, or one GCS upload)
   return out_path
 
 
 def load_tokenizer(path: str):
   """The trained model as a sentencepiece.SentencePieceProcessor (ids as in training)."""
 
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(
       f"tokenizer {path} not found; train it with "
       f"python -m data_prep.ingest.tokenizer --data=DIR --out={path}"
     )
-  processor = spm.SentencePieceProcessor(model_file=path)
+  processor = spm.SentencePieceProcessor(model_proto=fs.read_bytes(path))
   if (processor.pad_id(), processor.eos_id(), processor.bos_id()) != (PAD_ID, EOS_ID, BOS_ID):
     raise ValueError(
       f"{path} does not use Gemma's ids (pad=0, eos=1, bos=2); retrain it "
@@ -124,7 +120,7 @@ def main(argv: list[str]) -> None:
   if not f.data or not f.out:
     raise UserError("--data and --out are required (see --help)")
   for folder in f.data:
-    if not os.path.isfile(os.path.join(folder, records.INFO_FILE)):
+    if not fs.isfile(fs.join(folder, records.INFO_FILE)):
       raise UserError(f"--data={folder}: no {records.INFO_FILE} there; not a prepared dataset")
   if f.vocab_size < 16:
     raise UserError(f"--vocab_size={f.vocab_size} must be >= 16")
