@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import logging
+
 from data_prep.ingest import caption_text, inputs
 from data_prep.ingest.caption_text import CaptionRejected, CaptionRules
 from data_prep.ingest.entries import SPLIT_NAME, SourceItem
@@ -28,6 +30,7 @@ REJECT_REASONS = (
   "missing_file",
   "empty_file",
   "file_too_large",
+  "unreadable_file",
   "unreadable_image",
   "truncated_image",
   "too_many_pixels",
@@ -36,6 +39,7 @@ REJECT_REASONS = (
   "bad_bbox",
   "bad_annotation",
   "invalid_record",
+  "internal_error",
   # caption-level (the record is kept unless no caption is left)
   "non_text_caption",
   "empty_caption",
@@ -112,6 +116,12 @@ def check_item(
     check_split(record.split)
   except ItemRejected as e:
     return None, [reject_entry(item_id, file, e.reason, e.detail, **where)]
+  except MemoryError:
+    raise
+  except Exception as e:  # a case no check foresaw: one reject, counted, never an abort
+    logging.warning("%s (%s): unexpected %r while loading; rejected", item_id, file, e)
+    detail = f"{type(e).__name__}: {e}"
+    return None, [reject_entry(item_id, file, "internal_error", detail, **where)]
   had_captions = bool(record.captions)
   rejects = clean_captions(record, file, rules, **where)
   if had_captions and not record.captions:

@@ -162,28 +162,44 @@ def check_image_bytes(
   return image, fmt
 
 
-def load_image(path: str, limits: images.ImageLimits | None = None) -> LoadedImage:
-  """Reads and checks an image file (already confined by inside_images); formats other than
-  JPEG/PNG are re-encoded as PNG."""
+def _read_file(path: str) -> bytes:
   if not os.path.isfile(path):
     raise ItemRejected("missing_file", f"{path} does not exist")
-  size = os.path.getsize(path)
-  if size > MAX_FILE_BYTES:
-    raise ItemRejected(
-      "file_too_large", f"{path} has {size} bytes, over {MAX_FILE_BYTES}; not read"
-    )
-  with open(path, "rb") as f:
-    data = f.read()
-  image, fmt = check_image_bytes(data, path, limits)
-  if fmt in KEPT_FORMATS:
-    return LoadedImage(data, image.width, image.height, fmt)
+  try:
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+      raise ItemRejected(
+        "file_too_large", f"{path} has {size} bytes, over {MAX_FILE_BYTES}; not read"
+      )
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError as e:  # permissions, I/O errors, a file removed meanwhile
+    raise ItemRejected("unreadable_file", f"{path}: {e.strerror or e}") from e
+
+
+def _as_png(image: Image.Image) -> Image.Image:
+  """An image PNG holds so that the one decoder reads it as it reads the original."""
   if image.mode in images.HIGH_BIT_INT_MODES + ("F",) and image.mode != "I;16":
     # 32-bit / float / big-endian 16-bit: PNG holds them as 16-bit gray scaled exactly as
     # the decoder scales them, so the stored image decodes to the same values.
     scaled = np.asarray(images.standard_mode(image, 1), np.float32)  # [H, W] in [0, 255]
-    image = Image.fromarray(np.clip(np.round(scaled * 257.0), 0, 65535).astype(np.uint16))
-  elif image.mode not in PNG_MODES:
-    image = image.convert("RGB")
-  buf = io.BytesIO()
-  image.save(buf, format="PNG")
+    return Image.fromarray(np.clip(np.round(scaled * 257.0), 0, 65535).astype(np.uint16))
+  return image if image.mode in PNG_MODES else image.convert("RGB")
+
+
+def load_image(path: str, limits: images.ImageLimits | None = None) -> LoadedImage:
+  """Reads and checks an image file (already confined by inside_images); formats other than
+  JPEG/PNG are re-encoded as PNG."""
+  data = _read_file(path)
+  image, fmt = check_image_bytes(data, path, limits)
+  if fmt in KEPT_FORMATS:
+    return LoadedImage(data, image.width, image.height, fmt)
+  try:
+    image = _as_png(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+  except Exception as e:  # PIL raises several types for modes it cannot convert or save
+    raise ItemRejected(
+      "unreadable_image", f"{path}: {fmt} {image.mode} not convertible ({e})"
+    ) from e
   return LoadedImage(buf.getvalue(), image.width, image.height, "PNG", converted_from=fmt)

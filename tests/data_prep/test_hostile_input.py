@@ -382,12 +382,33 @@ def test_image_limits_are_checked_from_the_header_before_decoding():
   assert err.value.reason == "too_many_pixels"
 
 
-def test_oversized_file_is_rejected_unread(tmp_path, monkeypatch):
+def test_oversized_or_unreadable_file_is_rejected(tmp_path, monkeypatch):
   (tmp_path / "big.png").write_bytes(_png(0))
   monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 100)
   with pytest.raises(sources.ItemRejected) as err:
     inputs.load_image(str(tmp_path / "big.png"))
   assert err.value.reason == "file_too_large"
+  monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 1 << 30)
+
+  def denied(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
+
+  monkeypatch.setattr("builtins.open", denied)
+  with pytest.raises(sources.ItemRejected) as err:
+    inputs.load_image(str(tmp_path / "big.png"))
+  assert err.value.reason == "unreadable_file" and "Permission denied" in err.value.detail
+
+
+def test_an_unforeseen_failure_is_one_reject_not_an_abort(tmp_path):
+  def load():
+    raise ZeroDivisionError("a reader bug")
+
+  good = records.Record(id="s/ok", source="s", split="train", rgb=_png(0), captions=["a farm"])
+  items = [sources.SourceItem("s/bad", "bad.png", load, "s.json images[0]"), good]
+  ingest(items, str(tmp_path), "s", _opts())
+  (reject,) = _rejects(tmp_path)
+  assert reject["reason"] == "internal_error" and "ZeroDivisionError" in reject["detail"]
+  assert list(_read(tmp_path)) == ["s/ok"]
 
 
 def test_readme_lists_every_reject_reason_and_the_code_uses_no_other():
