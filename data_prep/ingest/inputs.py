@@ -78,6 +78,17 @@ def load_json(path: str) -> Any:
     raise InputError(
       f"{path}: not JSON at line {e.lineno} column {e.colno} ({e.msg}); fix or re-download it"
     ) from None
+  except (ValueError, RecursionError) as e:  # a 5000-digit number, arrays nested 10^5 deep
+    raise InputError(f"{path}: JSON this reader refuses ({json_problem(e)})") from None
+
+
+def json_problem(e: Exception) -> str:
+  """What is wrong with a JSON text, from json.loads' exception, on one line."""
+  if isinstance(e, json.JSONDecodeError):
+    return f"{e.msg} at character {e.pos}"
+  if isinstance(e, RecursionError):
+    return "nested too deeply"
+  return " ".join(str(e).split())[:200]
 
 
 def file_sha256(path: str) -> str:

@@ -155,12 +155,14 @@ _FILE_KEYS = ("image", "file", "filename")
 def _jsonl_rows(path: str) -> list[tuple[str, Any]]:
   """(position, parsed row or the ItemRejected of an unparsable line) per non-empty line."""
   base, rows = os.path.basename(path), []
-  for line_no, line in enumerate(inputs.read_text(path).splitlines(), 1):
+  # Only "\n" ends a line: str.splitlines would also cut at U+2028 inside a caption.
+  for line_no, line in enumerate(inputs.read_text(path).split("\n"), 1):
     if line.strip():
       try:
         rows.append((f"{base} line {line_no}", json.loads(line)))
-      except json.JSONDecodeError as e:
-        rows.append((f"{base} line {line_no}", ItemRejected("not_json", f"{e.msg} at {e.pos}")))
+      except (ValueError, RecursionError) as e:
+        problem = ItemRejected("not_json", inputs.json_problem(e))
+        rows.append((f"{base} line {line_no}", problem))
   if rows and all(isinstance(row, ItemRejected) for _, row in rows):
     raise InputError(f"{path}: no line is a JSON object ({rows[0][1].detail}); expected JSONL")
   return rows
@@ -267,7 +269,9 @@ def _bbox(ann: dict[str, Any]) -> list[float]:
 def _coco_boxes(data: dict[str, Any], base: str, source: str):
   """(boxes per image id, ItemRejected per image id with a bad box, rejected annotations)."""
   categories = {
-    c.get("id"): c.get("name") for c in data.get("categories") or [] if isinstance(c, dict)
+    c.get("id"): c.get("name")
+    for c in data.get("categories") or []
+    if isinstance(c, dict) and isinstance(c.get("id"), (int, str))
   }
   boxes: dict[Any, list[dict[str, Any]]] = {}
   bad: dict[Any, ItemRejected] = {}
