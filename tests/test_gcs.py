@@ -311,3 +311,17 @@ def test_tokenizer_trains_from_shards_in_a_bucket_and_is_written_there(gcs_url):
   assert fs.isfile(path) and not os.path.exists(path.replace("gs://", "gs:/"))
   ids = tokenizer.load_tokenizer(path).encode("scene 3")
   assert ids and input_pipeline.Tokenizer(path).decode(np.array([ids])) == ["scene 3"]
+
+
+def test_captioner_samples_are_written_to_a_bucket(gcs_url):
+  from types import SimpleNamespace
+
+  from fusionrs_jax.trainers import captioner
+
+  image = lambda c: np.zeros((8, 8, c), np.float32)
+  items = {"g/0": SimpleNamespace(rgb=image(3), ir=image(1))}
+  rows = [dict(record_id="g/0", task="caption", prompt="p", prediction="a road", references=["r"])]
+  folder = f"gs://{BUCKET}/cap-run/samples"
+  jsonl, page = captioner.write_samples(folder, 7, rows, items, html_rows=1)
+  assert metrics.read_jsonl(jsonl) == rows
+  assert "a road" in fs.read_text(page) and fs.basename(page) == "step_0000007.html"

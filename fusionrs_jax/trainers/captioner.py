@@ -18,7 +18,7 @@ import optax
 from absl import logging
 from PIL import Image
 
-from fusionrs_jax.core import checkpoint, metrics, sharding
+from fusionrs_jax.core import checkpoint, fs, metrics, sharding
 from fusionrs_jax.data import captioner as captioner_data
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning
@@ -307,7 +307,7 @@ def _evaluate(run: common.Run, evaluator, params, step: int) -> dict[str, float]
   common.write_eval(run, step, result)
   if jax.process_index() == 0:
     write_samples(
-      os.path.join(run.workdir, "samples"),
+      fs.join(run.workdir, "samples"),
       step,
       evaluator.rows,
       {it.record_id: it for it in evaluator.items},
@@ -333,11 +333,9 @@ def write_samples(
 ) -> tuple[str, str]:
   """All predictions as `step_N.jsonl` and the first `html_rows` as a self-contained HTML page
   (RGB and IR as base64 PNG, prompt, prediction, references). Returns both paths."""
-  os.makedirs(folder, exist_ok=True)
-  jsonl = os.path.join(folder, f"step_{step:07d}.jsonl")
-  with open(jsonl + ".tmp", "w") as f:
-    f.writelines(json.dumps(row) + "\n" for row in rows)
-  os.replace(jsonl + ".tmp", jsonl)
+  fs.makedirs(folder)
+  jsonl = fs.join(folder, f"step_{step:07d}.jsonl")
+  fs.write_text(jsonl, "".join(json.dumps(row) + "\n" for row in rows))
   cells = []
   for row in rows[:html_rows]:
     it = items_by_id[row["record_id"]]
@@ -349,8 +347,8 @@ def write_samples(
       f"<td>{html.escape(row['prompt'])}</td><td><b>{html.escape(row['prediction'])}</b></td>"
       f"<td><ul>{refs}</ul></td></tr>"
     )
-  page = os.path.join(folder, f"step_{step:07d}.html")
-  with open(page, "w") as f:
+  page = fs.join(folder, f"step_{step:07d}.html")
+  with fs.open(page, "w") as f:
     f.write(
       f"<html><meta charset='utf-8'><body><h2>Captioner samples, step {step}</h2>"
       "<table border=1 cellpadding=4><tr><th>RGB | IR</th><th>task</th><th>prompt</th>"
