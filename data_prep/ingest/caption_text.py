@@ -35,6 +35,9 @@ class CaptionRejected(Exception):
     self.reason = reason
     self.detail = detail
 
+  def __reduce__(self):  # pickled with its fields (Beam, worker processes)
+    return (type(self), (self.reason, self.detail))
+
 
 def _without_invisibles(text: str) -> str:
   # Whitespace controls (tab, newline) stay: they separate words until whitespace is normalised.

@@ -38,6 +38,9 @@ class ItemRejected(Exception):
     self.reason = reason
     self.detail = detail
 
+  def __reduce__(self):  # pickled with its fields (Beam, worker processes)
+    return (type(self), (self.reason, self.detail))
+
 
 class InputError(UserError, ValueError):
   """A whole input file cannot be read; the message names the file and the position."""

@@ -44,6 +44,9 @@ class ImageLimitError(records.RecordError):
     super().__init__(message)
     self.reason = reason
 
+  def __reduce__(self):  # pickled with its fields (Beam, worker processes)
+    return (type(self), (self.reason, str(self)))
+
 
 def check_limits(img: Image.Image, limits: ImageLimits, where: str) -> None:
   """Raises ImageLimitError when the (not yet decoded) image's header size breaks `limits`."""

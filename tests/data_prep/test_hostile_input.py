@@ -425,3 +425,25 @@ def test_readme_lists_every_reject_reason_and_the_code_uses_no_other():
   code += pathlib.Path(image_io.__file__).read_text()
   used = set(re.findall(r'(?:ItemRejected|CaptionRejected|ImageLimitError)\(\s*"(\w+)"', code))
   assert used and used <= set(checks.REJECT_REASONS)
+
+
+def test_beam_stage_functions_reject_the_corpus_as_the_local_ingest_does(corpus):
+  beam_prep = pytest.importorskip("data_prep.beam", reason="pip install -e '.[beam]'")
+  cases = _hostile_karpathy()
+  _write_karpathy(corpus / "bad.json", [e for e, _ in cases])
+  spec = {
+    "source": "karpathy",
+    "json": [str(corpus / "bad.json")],
+    "images": str(corpus / "images"),
+  }
+  spec["name"] = "ucm"
+  seen, reasons = set(), []
+  for pos, item in beam_prep.list_items(spec):  # items travel pickled, as Beam sends them
+    if item.id in seen:  # Beam's first_of_id groups duplicates; the test keeps order instead
+      continue
+    seen.add(item.id)
+    for kind, out in beam_prep.check((pos, item), 32):
+      if kind == "reject" and "caption_index" not in out[2]:
+        reasons.append((out[2]["position"], out[2]["reason"]))
+  want = [(f"bad.json images[{i}]", r) for i, (_, r) in enumerate(cases) if r]
+  assert reasons == [w for w in want if w[1] != "duplicate_id"]
