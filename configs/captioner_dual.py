@@ -5,7 +5,17 @@ Run (fresh clone: builds the demo world + tokenizer in `data/demo_world` first):
 Presets through the config arg, e.g. `configs/captioner_dual.py:size=small,inputs=rgb`:
   size     tiny (tests) | small (this 2-core CPU) | paligemma_3b (So400m/14 + Gemma-2B, pods)
   inputs   rgb_ir (both images in the prefix) | rgb | ir (single-image ablations)
+  recipe   scratch (the default) | transfer: fine-tune public weights (below)
   runlocal 1 = a seconds-long smoke run of any preset
+Fine-tune a public PaliGemma (google/paligemma-3b-pt-224 saved on disk by transformers:
+config.json, model.safetensors (or its shards + index) and the tokenizer.model it was trained
+with) with big_vision's PaliGemma transfer recipe (big_vision/configs/proj/paligemma/transfers/
+rsvqa_hr.py, cococap.py: Adam b2=0.999, lr 1e-5, cosine decay after a 5% linear warmup, no
+weight decay, no label smoothing, global-norm clip 1, batch 256, resize only, every part
+trained), tokenizing with the folder's tokenizer.model:
+  python -m fusionrs_jax.main --config=configs/captioner_dual.py:size=paligemma_3b,recipe=transfer \
+    --config.init_from=/path/to/paligemma-3b-pt-224 --config.data.dir=data/ucm_ir \
+    --config.data.demo_world_if_missing=False --workdir=workdirs/captioner_transfer
 At each eval the run writes `samples/step_N.{jsonl,html}` (image pair, prompt, prediction,
 references) and BLEU/METEOR/ROUGE-L/CIDEr-D + instruction exact match to metrics.jsonl.
 """
@@ -13,6 +23,10 @@ references) and BLEU/METEOR/ROUGE-L/CIDEr-D + instruction exact match to metrics
 import ml_collections
 
 from configs import common
+
+# PaliGemma's vocabulary: Gemma's 256,000 pieces + 1024 <locNNNN> + 128 <segNNN>, padded to 257,216
+# embedding rows (the public pt-224 folder's text_config.vocab_size).
+PALIGEMMA_VOCAB = 257_216
 
 # size -> (SigLIP preset, Gemma preset, global batch, steps, lr, warmup, text_len)
 SIZES = {
@@ -23,9 +37,10 @@ SIZES = {
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, size="small", inputs="rgb_ir", runlocal="0")
+  arg = common.parse_arg(arg, size="small", inputs="rgb_ir", recipe="scratch", runlocal="0")
   vit, llm, batch, steps, lr, warmup, text_len = common.choose(arg.size, SIZES, "size")
   common.choose(arg.inputs, {"rgb_ir": 0, "rgb": 0, "ir": 0}, "inputs")
+  common.choose(arg.recipe, {"scratch": 0, "transfer": 0}, "recipe")
 
   c = common.run_config("captioner")
   c.size = arg.size
@@ -105,6 +120,8 @@ def get_config(arg=None):
     c.model.remat = True
     # One scanned layer body: the compiled program (and its compile time) does not grow with depth.
     c.model.scan_layers = True
+  if arg.recipe == "transfer":
+    transfer_recipe(c)
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16
@@ -116,3 +133,33 @@ def get_config(arg=None):
     c.data.prompt_len = 12
     c.eval.max_decode_len = min(c.eval.max_decode_len, 12)
   return c
+
+
+def transfer_recipe(c: ml_collections.ConfigDict) -> None:
+  """big_vision's PaliGemma transfer settings (transfers/rsvqa_hr.py, cococap.py, forkme.py)
+  on a run that starts from a PaliGemma folder given as --config.init_from."""
+  # The folder's tokenizer: its embeddings index that vocabulary (a reference, so it follows
+  # --config.init_from; the run refuses a folder without tokenizer.model).
+  c.data.tokenizer = c.get_ref("init_from") + "/tokenizer.model"
+  if c.size == "paligemma_3b":
+    c.data.vocab_size = PALIGEMMA_VOCAB
+  # The transfers preprocess with resize only (their default crop='rs').
+  c.data.augment = False
+  # 256 examples per step (rsvqa_hr, cococap); 400 steps ~ 5 epochs of a 20k-example
+  # caption + instruction mixture (cococap trains 5 epochs, rsvqa_hr 1).
+  c.batch_size = 256 if c.size == "paligemma_3b" else c.batch_size
+  c.total_steps = 400 if c.size == "paligemma_3b" else c.total_steps
+  # Adam (b1 0.9, b2 0.999), lr 1e-5 (their sweep_best), cosine to 0 after warmup_percent=0.05,
+  # wd 0 and label_smoothing 0 (rsvqa_hr; cococap notes wd 0 works as well as its 1e-6),
+  # grad_clip_norm 1.
+  c.optim.lr = 1e-5
+  c.optim.warmup_steps = max(1, round(0.05 * c.total_steps))
+  c.optim.end_lr_frac = 0.0
+  c.optim.b1, c.optim.b2 = 0.9, 0.999
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 1.0
+  # Every part trains (freeze_vit=False, freeze_llm=False: the transfers' default; gqa at
+  # 448 px freezes the ViT, --config.model.freeze_image_encoder=True does that here).
+  c.model.freeze_image_encoder = False
+  # PaliGemma's loss: per-example mean over answer tokens.
+  c.loss.normalize = "per_example"

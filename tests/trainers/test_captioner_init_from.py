@@ -36,13 +36,29 @@ def folders(tiny_dataset, tmp_path_factory):
 
 
 def _config(tiny_dataset, pg, **overrides):
+  """The transfer preset at the tiny size: data.tokenizer follows init_from."""
   return tiny_config(
     "captioner_dual",
-    "size=tiny,runlocal=1",
+    "size=tiny,runlocal=1,recipe=transfer",
     tiny_dataset,
     init_from=pg,
-    **{"data.tokenizer": os.path.join(pg, "tokenizer.model"), **overrides},
+    **overrides,
   )
+
+
+def test_transfer_preset_is_the_paligemma_recipe_and_reads_the_folders_tokenizer():
+  from configs import captioner_dual
+
+  config = captioner_dual.get_config("size=paligemma_3b,recipe=transfer")
+  config.init_from = "/weights/paligemma-3b-pt-224"
+  assert config.data.tokenizer == "/weights/paligemma-3b-pt-224/tokenizer.model"
+  assert config.data.vocab_size == 257_216 and config.batch_size == 256
+  o = config.optim
+  assert (o.lr, o.b2, o.weight_decay, o.grad_clip, o.end_lr_frac) == (1e-5, 0.999, 0.0, 1.0, 0.0)
+  assert o.warmup_steps == round(0.05 * config.total_steps)
+  assert not config.model.freeze_image_encoder and not config.data.augment
+  with pytest.raises(UserError, match="give --config.init_from"):
+    captioner.check_init_from(captioner_dual.get_config("size=tiny,recipe=transfer"))
 
 
 @pytest.mark.slow  # the real main for one step and its closing eval
