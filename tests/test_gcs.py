@@ -27,10 +27,8 @@ objects = pytest.importorskip("gcp_storage_emulator.handlers.objects")
 from data_prep.ingest import tokenizer
 from data_prep.ingest.writer import IngestOptions, ingest
 from fusionrs_jax.core import checkpoint, fs, metrics, records
-from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.core.records import Record
 from fusionrs_jax.data import input_pipeline
-from fusionrs_jax.trainers import common
 from tests.conftest import REPO
 
 BUCKET = "fusionrs-test"
@@ -135,18 +133,25 @@ def test_shards_and_dataset_info_on_gs_equal_the_local_ones(gcs_url, tmp_path):
   assert [r.id for r in back] == [r.id for r in recs] and back[4].rgb == recs[4].rgb
 
 
-def test_a_gs_data_dir_for_training_is_one_error_line_naming_gcsfuse(gcs_url):
-  data = dict(dir=f"gs://{BUCKET}/data/ucm", demo_world_if_missing=False, tokenizer="")
-  with pytest.raises(UserError) as e:
-    common.prepare_dataset(_Cfg(data))
-  message = str(e.value)
-  assert "\n" not in message and "gcsfuse" in message and f"/mnt/{BUCKET}/data/ucm" in message
-
-
-class _Cfg(dict):
-  """Attribute access over a dict, as ConfigDict gives prepare_dataset."""
-
-  __getattr__ = dict.__getitem__
+def test_main_with_a_gs_data_dir_is_one_error_line_naming_the_gcsfuse_mount(tmp_path):
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "fusionrs_jax.main",
+      "--config=configs/siglip_ir.py:size=tiny",
+      f"--workdir={tmp_path / 'run'}",
+      f"--config.data.dir=gs://{BUCKET}/data/ucm",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+  assert "Traceback" not in proc.stderr and "gcsfuse" in line
+  assert f"/mnt/{BUCKET}/data/ucm" in line
 
 
 # ----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 
 import fsspec
 
+from fusionrs_jax.core.errors import UserError
+
 # gcsfs is imported lazily (gs:// paths only): pip install gcsfs, as the dev extra and the
 # launchers do. The string form registers it without importing it.
 GCSFS_CLASS = "gcsfs.core.GCSFileSystem"
@@ -47,8 +49,9 @@ for _protocol in ("gs", "gcs"):
 REMOTE_APPEND_SECS = 10.0
 
 
-class NotLocalError(ValueError):
-  """A gs:// path was given where only a local (or gcsfuse-mounted) path can be read."""
+class NotLocalError(UserError, ValueError):
+  """A gs:// path was given where only a local (or gcsfuse-mounted) path can be read (CLIs
+  print it as one line)."""
 
 
 def is_remote(path: str) -> bool:

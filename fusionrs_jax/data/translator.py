@@ -9,7 +9,7 @@ import grain
 import jax
 import numpy as np
 
-from fusionrs_jax.core import records
+from fusionrs_jax.core import fs, records
 from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.data import images
 
@@ -38,6 +38,8 @@ class CropExamples:
   shard_count: int
 
   def __post_init__(self):
+    for path in (*self.rgb_paths, *self.ir_paths):
+      fs.require_local(path, "ArrayRecord shard")
     self._rgb = grain.sources.ArrayRecordDataSource(self.rgb_paths)
     self._ir = self._rgb if self.paired else grain.sources.ArrayRecordDataSource(self.ir_paths)
     self._perms: dict[tuple[int, int], np.ndarray] = {}

@@ -114,10 +114,7 @@ def prepare_dataset(data_config) -> str:
   The shards are read with ArrayRecord, so a bucket comes in through a gcsfuse mount.
   """
   data_dir = data_config.dir
-  try:
-    fs.require_local(data_dir, "--config.data.dir")
-  except fs.NotLocalError as e:
-    raise UserError(str(e)) from e
+  fs.require_local(data_dir, "--config.data.dir")  # a UserError naming the gcsfuse mount
   if not fs.exists(fs.join(data_dir, records.INFO_FILE)):
     if not data_config.get("demo_world_if_missing", False):
       raise UserError(
