@@ -1,4 +1,4 @@
-"""`python -m data_prep.ir_text --data=DIR`: IR-aware captions and instructions for paired shards."""
+"""`python -m data_prep.ir_text --in=DIR --out=DIR`: IR-aware captions and instructions."""
 
 import os
 
@@ -18,4 +18,5 @@ def main(argv) -> None:
 
 
 captions.define_flags()
+flags.adopt_module_key_flags(captions)  # --help lists the ir_text flags
 command.run(main)
