@@ -7,7 +7,6 @@ larger than two standard errors of the difference over seeds.
 
 from __future__ import annotations
 
-import glob
 import io
 import os
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fusionrs_jax.core import metrics, records
+from fusionrs_jax.core import fs, metrics, records
 from fusionrs_jax.evaluators import retrieval as retrieval_eval
 from fusionrs_jax.pipeline import stats as pipeline
 
@@ -228,13 +227,12 @@ def _save_png(image: np.ndarray, path: str) -> str:
 
 def figures(pipe, summary: dict, fig_dir: str) -> dict[str, str]:
   out = {}
-  grids = sorted(
-    glob.glob(os.path.join(pipe.workdir("translator"), "images", "rgb_fakeir_recrgb_*.png"))
-  )
+  # Run folders (local or gs://) are read through core/fs; the report itself stays local.
+  grids = fs.glob(fs.join(pipe.workdir("translator"), "images", "rgb_fakeir_recrgb_*.png"))
   if grids:
     os.makedirs(fig_dir, exist_ok=True)
     out["translation"] = os.path.join(fig_dir, "translation_grid.png")
-    with Image.open(grids[-1]) as im:
+    with Image.open(io.BytesIO(fs.read_bytes(grids[-1]))) as im:
       im.save(out["translation"])
   if summary["retrieval"]:
     values = {}
@@ -261,7 +259,7 @@ def figures(pipe, summary: dict, fig_dir: str) -> dict[str, str]:
 
 
 def _caption_samples(pipe, name: str = "captioner_rgb_ir") -> list[dict]:
-  files = sorted(glob.glob(os.path.join(pipe.workdir(name), "samples", "step_*.jsonl")))
+  files = fs.glob(fs.join(pipe.workdir(name), "samples", "step_*.jsonl"))
   if not files:
     return []
   return metrics.read_jsonl(files[-1])

@@ -33,7 +33,7 @@ from data_prep.ingest import sources, tokenizer
 from data_prep.ingest import writer as ingest
 from data_prep.ir_text import captions as ir_captions
 from fusionrs_jax.cli import evaluate
-from fusionrs_jax.core import records
+from fusionrs_jax.core import checkpoint, fs, records
 from fusionrs_jax.pipeline import report as pipeline_report
 
 
@@ -239,14 +239,13 @@ class Pipeline:
 
   def train_captioner(self, name: str, inputs: str, encoder_variant: str) -> dict:
     encoder_run = self.workdir(self.siglip_name(encoder_variant, 0))
-    with open(os.path.join(encoder_run, "config.json")) as f:
-      encoder_preset = json.load(f)["model"]["preset"]
+    encoder_preset = checkpoint.read_run_config(encoder_run).model.preset
     c = _load_experiment("captioner_dual", f"{self.c.captioner.arg},inputs={inputs}")
     c.data.dir = self.dataset("ucm_ir")
     c.data.demo_world_if_missing = False
     c.data.vocab_size = self.c.vocab_size
     c.model.vision_preset = encoder_preset
-    c.model.image_encoder_init = os.path.join(encoder_run, "checkpoints")
+    c.model.image_encoder_init = fs.join(encoder_run, "checkpoints")
     c.model.freeze_image_encoder = bool(self.c.captioner.freeze_image_encoder)
     c.eval.max_records = int(self.c.captioner.eval_max_records)
     _set_steps(c, self.c.captioner.steps, evals=1)
