@@ -9,7 +9,21 @@ Presets through the config arg, e.g. `configs/siglip_ir.py:size=small,variant=rg
            scene_captions as trimodal, but the IR-text term uses the scene captions
            rgb_only       RGB-text only; IR is evaluated through the same (shared) tower
            ir_only        IR-text only (IR-aware captions)
+  recipe   scratch (the default) | transfer: fine-tune public weights (below)
   runlocal 1 = a seconds-long smoke run of any preset
+Fine-tune a public SigLIP 2 (google/siglip2-base-patch16-224 with size=B16,
+google/siglip2-so400m-patch14-224 with size=So400m, saved on disk by transformers: config.json,
+model.safetensors and the Gemma tokenizer.model they were trained with; 256k vocabulary, 64
+text tokens), tokenizing with the folder's tokenizer.model:
+  python -m fusionrs_jax.main --config=configs/siglip_ir.py:size=B16,recipe=transfer \
+    --config.init_from=/path/to/siglip2-base-patch16-224 --config.data.dir=data/ucm_ir \
+    --config.data.demo_world_if_missing=False --workdir=workdirs/siglip_transfer
+big_vision publishes no config that fine-tunes both towers of a SigLIP; the recipe takes what
+its SigLIP fine-tuning config (big_vision/configs/proj/image_text/siglip_lit_coco.py) sets
+outside the tower it trains from scratch: Adam, cosine decay after a linear warmup of
+max(3% of the steps, 100), global-norm clip 1, batch 512, 5000 steps; with both towers
+pretrained, the learning rate and weight decay are those of the PaliGemma transfers (lr 1e-5,
+wd 0, Adam b2 0.999), not LiT's 1e-3 / 0.01 for a fresh text tower.
 On the default (demo world, size=mini, 300 steps) the run prints the six-direction
 retrieval table of the test split at the end; see README for measured numbers.
 """
@@ -34,6 +48,9 @@ VARIANTS = {
   "ir_only": ({"ir_text": 1.0}, ("captions", "ir_captions"), ("ir",)),
 }
 
+# SigLIP 2 text towers: the Gemma tokenizer's 256,000 pieces, 64 tokens per text.
+SIGLIP2_VOCAB, SIGLIP2_TEXT_LEN = 256_000, 64
+
 # size -> (model preset name, global batch, steps, learning rate, warmup)
 SIZES = {
   "tiny": ("tiny", 16, 20, 1e-3, 2),
@@ -45,9 +62,10 @@ SIZES = {
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, size="mini", variant="trimodal", runlocal="0")
+  arg = common.parse_arg(arg, size="mini", variant="trimodal", recipe="scratch", runlocal="0")
   preset, batch, steps, lr, warmup = common.choose(arg.size, SIZES, "size")
   weights, caption_fields, modalities = common.choose(arg.variant, VARIANTS, "variant")
+  common.choose(arg.recipe, {"scratch": 0, "transfer": 0}, "recipe")
 
   c = common.run_config("siglip")
   c.size = arg.size
@@ -120,6 +138,8 @@ def get_config(arg=None):
     c.model.remat = True
     # One scanned layer body: the compiled program (and its compile time) does not grow with depth.
     c.model.scan_layers = True
+  if arg.recipe == "transfer":
+    transfer_recipe(c, public_size=arg.size in ("B16", "So400m"))
   if arg.runlocal not in ("0", ""):
     common.runlocal(c)
     c.data.demo_num_train, c.data.demo_num_val, c.data.demo_num_test = 64, 16, 16
@@ -127,3 +147,25 @@ def get_config(arg=None):
     c.data.demo_image_size = 32
     c.data.vocab_size = 512
   return c
+
+
+def transfer_recipe(c: ml_collections.ConfigDict, public_size: bool) -> None:
+  """Fine-tuning settings for a run that starts from a SigLIP folder (--config.init_from);
+  sources in the module docstring."""
+  # The folder's tokenizer (a reference: it follows --config.init_from).
+  c.data.tokenizer = c.get_ref("init_from") + "/tokenizer.model"
+  if public_size:
+    c.data.vocab_size = SIGLIP2_VOCAB
+    c.model.text_len = SIGLIP2_TEXT_LEN
+    # siglip_lit_coco.py: batch 512, 5000 steps.
+    c.batch_size, c.total_steps = 512, 5000
+    c.eval_every = c.checkpoint_every = 1000
+  c.optim.lr = 1e-5
+  # siglip_lit_coco.py: warmup max(3% of the steps, 100), then cosine decay to 0.
+  c.optim.warmup_steps = min(max(round(0.03 * c.total_steps), 100), c.total_steps // 2)
+  c.optim.end_lr_frac = 0.0
+  # Adam's default b2 (siglip_lit_coco's scale_by_adam, the PaliGemma transfers' 0.999); no
+  # weight decay toward zero for pretrained towers; global-norm clip 1.
+  c.optim.b1, c.optim.b2 = 0.9, 0.999
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 1.0
