@@ -10,6 +10,8 @@ the same sample id. Metrics `<direction>/R@k`, `mR` (six directions), `mR_irtext
 Second table, `same_text/...` (the FusionRS release's protocol): any caption whose normalized
 text equals one of the image's own captions also counts, which inflates text->image recall
 when datasets repeat captions.
+A sample without IR (or RGB) and its captions leave the directions of that modality, as query
+and as gallery item, as they leave the training loss's pairs.
 """
 
 from __future__ import annotations
@@ -68,15 +70,38 @@ def same_text_positives(image_caption_ids: list[list[int]], texts: list[str]) ->
   return pos
 
 
+def _pair_samples(present: dict | None, sides: tuple[str, str], num_images: int) -> np.ndarray:
+  """[I] bool: the samples that have every image modality of a pair (all when present=None)."""
+  keep = np.ones(num_images, bool)
+  for side in sides:
+    if present is not None and side in present:
+      keep &= np.asarray(present[side], bool)
+  return keep
+
+
+def _recalls(sims: np.ndarray, pos: np.ndarray, ks: Sequence[int]) -> dict:
+  if not len(sims):  # no sample has this pair's modalities
+    return dict.fromkeys(ks, float("nan"))
+  return recall_at_k(sims, pos, ks)
+
+
 def retrieval_table(
   emb: dict[str, np.ndarray],
   pos_text: np.ndarray,
   pos_irtext: np.ndarray | None,
   ks: Sequence[int],
   prefix: str = "",
+  present: dict[str, np.ndarray] | None = None,
+  owner: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
   """Embeddings {rgb [I,D], ir [I,D], text [T,D], ir_text [T',D]} and positives [I,T],
-  [I,T'] -> flat metrics dict `{prefix}<direction>/R@k`, `{prefix}mR`, `{prefix}mR_irtext`."""
+  [I,T'] -> flat metrics dict `{prefix}<direction>/R@k`, `{prefix}mR`, `{prefix}mR_irtext`.
+
+  present: optional {"rgb", "ir"} -> [I] bool (has_rgb / has_ir); owner: {"text", "ir_text"}
+  -> [T] int, the image each caption belongs to (needed with present). A pair is scored on
+  the samples that have its image modalities only: a sample without IR (and its captions)
+  leaves the IR directions, as query and as gallery item, like the training loss.
+  """
   out = {}
   pairs = {
     "rgb2text": ("rgb", "text", pos_text),
@@ -86,11 +111,16 @@ def retrieval_table(
   if pos_irtext is not None:
     pairs["ir2irtext"] = ("ir", "ir_text", pos_irtext)
   for name, (a, b, pos) in pairs.items():
-    sims = emb[a] @ emb[b].T
+    rows = _pair_samples(present, (a, b), len(emb[a]))
+    if b in ("rgb", "ir"):
+      cols = rows
+    else:  # a caption stays while its image has the pair's modalities
+      cols = np.ones(len(emb[b]), bool) if present is None else rows[owner[b]]
+    sims, pos = emb[a][rows] @ emb[b][cols].T, pos[rows][:, cols]
     back = name.split("2")[1] + "2" + name.split("2")[0]
-    for k, v in recall_at_k(sims, pos, ks).items():
+    for k, v in _recalls(sims, pos, ks).items():
       out[f"{prefix}{name}/R@{k}"] = v
-    for k, v in recall_at_k(sims.T, pos.T, ks).items():
+    for k, v in _recalls(sims.T, pos.T, ks).items():
       out[f"{prefix}{back}/R@{k}"] = v
   out[f"{prefix}mR"] = float(np.mean([out[f"{prefix}{d}/R@{k}"] for d in DIRECTIONS for k in ks]))
   if pos_irtext is not None:
@@ -100,6 +130,14 @@ def retrieval_table(
   return out
 
 
+def caption_owner(image_caption_ids: list[list[int]], num_texts: int) -> np.ndarray:
+  """[T] int: the image each caption belongs to."""
+  owner = np.zeros(num_texts, np.int64)
+  for i, ids in enumerate(image_caption_ids):
+    owner[ids] = i
+  return owner
+
+
 def both_protocols(
   emb: dict[str, np.ndarray],
   caption_ids: list[list[int]],
@@ -107,19 +145,25 @@ def both_protocols(
   ir_caption_ids: list[list[int]] | None,
   ir_captions: list[str] | None,
   ks: Sequence[int],
+  present: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
   """The headline own-caption table and the `same_text/` table of the same embeddings.
 
   caption_ids[i]: indices into `captions` (rows of emb["text"]) of image i's captions; the
   IR-aware pair is scored when ir_caption_ids/ir_captions are given (emb["ir_text"]).
+  present: optional {"rgb", "ir"} -> [I] bool, see `retrieval_table`.
   """
+  owner = {"text": caption_owner(caption_ids, len(captions))}
+  if ir_caption_ids is not None:
+    owner["ir_text"] = caption_owner(ir_caption_ids, len(ir_captions))
   out = {}
   for prefix, positives in (
     ("", lambda ids, texts: own_caption_positives(ids, len(texts))),
     (SAME_TEXT, same_text_positives),
   ):
     pos_irtext = None if ir_caption_ids is None else positives(ir_caption_ids, ir_captions)
-    out.update(retrieval_table(emb, positives(caption_ids, captions), pos_irtext, ks, prefix))
+    pos_text = positives(caption_ids, captions)
+    out.update(retrieval_table(emb, pos_text, pos_irtext, ks, prefix, present, owner))
   return out
 
 
@@ -189,17 +233,21 @@ class RetrievalEvaluator:
       tokenizer=self.tokenizer,
       text_len=self.text_len,
       caption_fields=(),
-      missing_modality="error",
+      # A missing image is a zero placeholder with has_<m>=False; `present` keeps it out.
+      missing_modality="zeros",
       where=f"{data_dir}:{split}",
     )
     paths = records.list_shards(data_dir, split)
     rgb, ir, self.captions, self.ir_captions, self.labels = [], [], [], [], []
+    self.present = {"rgb": [], "ir": []}
     self.caption_ids, self.ir_caption_ids = [], []
     for i, data in enumerate(d for p in paths for d in records.read_array_record(p)):
       rec = records.decode(data, where=f"{data_dir}:{split} record #{i}")
       ex = pre((i, data), None)
       rgb.append(ex["rgb"])
       ir.append(ex["ir"])
+      for m in self.present:
+        self.present[m].append(bool(ex[f"has_{m}"]))
       self.caption_ids.append(
         list(range(len(self.captions), len(self.captions) + len(rec.captions)))
       )
@@ -210,11 +258,16 @@ class RetrievalEvaluator:
       self.ir_captions.extend(rec.ir_captions)
       self.labels.append(rec.label)
     self.rgb, self.ir = np.stack(rgb), np.stack(ir)
-    # The IR-aware directions are scored only when every image has IR-aware captions.
-    self.has_ir_captions = bool(all(self.ir_caption_ids) and self.ir_captions)
+    self.present = {m: np.asarray(v, bool) for m, v in self.present.items()}
+    # The IR-aware directions are scored only when every image with IR has IR-aware captions.
+    with_ir = [ids for ids, has in zip(self.ir_caption_ids, self.present["ir"]) if has]
+    self.has_ir_captions = bool(all(with_ir) and self.ir_captions)
     logging.info(
-      "retrieval eval: %d images, %d captions, %d IR captions from %s:%s",
+      "retrieval eval: %d images (%d without RGB, %d without IR), %d captions, %d IR "
+      "captions from %s:%s",
       len(self.rgb),
+      int(np.sum(~self.present["rgb"])),
+      int(np.sum(~self.present["ir"])),
       len(self.captions),
       len(self.ir_captions),
       data_dir,
@@ -240,14 +293,19 @@ class RetrievalEvaluator:
     if self.has_ir_captions:
       emb["ir_text"] = self._texts(params, self.ir_captions)
       ir_ids, ir_texts = self.ir_caption_ids, self.ir_captions
-    out = both_protocols(emb, self.caption_ids, self.captions, ir_ids, ir_texts, self.ks)
+    out = both_protocols(
+      emb, self.caption_ids, self.captions, ir_ids, ir_texts, self.ks, self.present
+    )
     classes = sorted(set(self.labels) - {""})
     if len(classes) > 1 and all(self.labels):
       target = np.array([classes.index(c) for c in self.labels])
       for modality, prompt in zip(("rgb", "ir"), self._prompts):
+        has = self.present[modality]
+        if not has.any():
+          continue
         ztxt = self._texts(params, [prompt.format(class_phrase(c)) for c in classes])
-        pred = np.argmax(emb[modality] @ ztxt.T, axis=1)
-        out[f"zeroshot_{modality}/acc"] = float(100.0 * np.mean(pred == target))
+        pred = np.argmax(emb[modality][has] @ ztxt.T, axis=1)
+        out[f"zeroshot_{modality}/acc"] = float(100.0 * np.mean(pred == target[has]))
     return out
 
 

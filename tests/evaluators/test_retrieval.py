@@ -1,6 +1,7 @@
 """Retrieval evaluator: recall against a naive loop, positives, table directions, zero-shot,
 the evaluator on the tiny demo world with a fake embedder, and the standalone CLI."""
 
+import io
 import json
 import os
 import subprocess
@@ -8,7 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+import sentencepiece as spm
+from PIL import Image
 
+from fusionrs_jax.core import records
 from fusionrs_jax.evaluators import retrieval
 from tests.conftest import REPO
 
@@ -166,6 +170,42 @@ def test_standard_and_same_text_protocols_on_a_hand_built_similarity_matrix():
   assert table.index("own captions") < table.index("same normalized text")
 
 
+def _unit_rows(rng, n, d=8):
+  x = rng.normal(size=(n, d))
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_samples_without_ir_leave_the_ir_directions_only():
+  rng = np.random.default_rng(3)
+  n = 20
+  caption_ids = [[2 * i, 2 * i + 1] for i in range(n)]
+  texts = [f"caption {i // 2}" for i in range(2 * n)]  # both captions of an image share text
+  base = _unit_rows(rng, n)
+  emb = {m: base + 0.8 * _unit_rows(rng, n) for m in ("rgb", "ir")}
+  emb["text"] = np.repeat(base, 2, axis=0) + 0.8 * _unit_rows(rng, 2 * n)
+  has_ir = rng.random(n) < 0.6
+  present = {"rgb": np.ones(n, bool), "ir": has_ir}
+  masked = retrieval.both_protocols(emb, caption_ids, texts, None, None, KS, present)
+  full = retrieval.both_protocols(emb, caption_ids, texts, None, None, KS)
+  # The split without the IR-less samples (their images and captions).
+  keep = np.flatnonzero(has_ir)
+  sub_ids = [[2 * j, 2 * j + 1] for j in range(len(keep))]
+  sub_emb = {m: emb[m][keep] for m in ("rgb", "ir")}
+  sub_emb["text"] = emb["text"][np.stack([2 * keep, 2 * keep + 1], 1).ravel()]
+  subset = retrieval.both_protocols(sub_emb, sub_ids, texts[: 2 * len(keep)], None, None, KS)
+  for prefix in ("", retrieval.SAME_TEXT):
+    for d in ("ir2text", "text2ir", "rgb2ir", "ir2rgb"):
+      for k in KS:
+        assert masked[f"{prefix}{d}/R@{k}"] == pytest.approx(subset[f"{prefix}{d}/R@{k}"]), d
+    for d in ("rgb2text", "text2rgb"):
+      for k in KS:
+        assert masked[f"{prefix}{d}/R@{k}"] == full[f"{prefix}{d}/R@{k}"], d
+  assert masked["ir2text/R@1"] != full["ir2text/R@1"]  # the IR-less samples did count before
+  # Every sample present: the unmasked table, exactly.
+  all_present = {"rgb": np.ones(n, bool), "ir": np.ones(n, bool)}
+  assert retrieval.both_protocols(emb, caption_ids, texts, None, None, KS, all_present) == full
+
+
 # ----------------------------------------------------------------------------
 # RetrievalEvaluator on the tiny demo world with a fake embedder.
 # ----------------------------------------------------------------------------
@@ -251,6 +291,86 @@ def test_evaluator_on_tiny_world_reports_what_the_fake_embedder_implies(tiny_dat
   assert out["zeroshot_ir/acc"] == 0.0
   # Fixed-size batches (the last one padded), so a jitted embedder compiles once.
   assert set(fake.image_batches[:8]) == {5}
+
+
+def _png(array: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _mixed_record(i: int) -> records.Record:
+  """Record i: random RGB, IR (its luminance) iff i is even, two captions, a class label."""
+  rgb = np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  has_ir = i % 2 == 0
+  return records.Record(
+    id=f"r{i}",
+    source="test",
+    split="test",
+    rgb=_png(rgb),
+    ir=_png(rgb.mean(-1).astype(np.uint8)) if has_ir else b"",
+    ir_origin="rendered" if has_ir else "",
+    captions=[f"roof {i} near a road", f"field {i} with trees"],
+    label=f"class{(i // 2) % 2}",  # both classes among the even records too
+  )
+
+
+@pytest.fixture(scope="module")
+def mixed_split(tmp_path_factory):
+  """Split "mixed": 8 records, the odd ones without IR; split "with_ir": the even ones."""
+  root = tmp_path_factory.mktemp("mixed")
+  recs = [_mixed_record(i) for i in range(8)]
+  records.write_split(recs, str(root), "toy", "mixed")
+  records.write_split(recs[::2], str(root), "toy", "with_ir")
+  (root / "texts.txt").write_text("\n".join(c for r in recs for c in r.captions))
+  spm.SentencePieceTrainer.train(
+    input=str(root / "texts.txt"),
+    model_prefix=str(root / "spm"),
+    vocab_size=40,
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
+  return str(root)
+
+
+def _projection_embedder():
+  """Deterministic embeddings: inputs flattened and multiplied by fixed random matrices."""
+  mats = {}
+
+  def project(key, x):
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    if key not in mats:
+      mats[key] = np.random.default_rng(len(mats)).normal(size=(x.shape[1], 6))
+    z = x @ mats[key] + 0.5  # never 0, even for a zero placeholder image
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+  return (lambda p, x, m: project(m, x)), (lambda p, t: project("text", t))
+
+
+def test_evaluator_scores_ir_directions_on_the_samples_that_have_ir(mixed_split):
+  embed_images, embed_texts = _projection_embedder()
+  kwargs = dict(
+    image_size=8,
+    tokenizer_path=os.path.join(mixed_split, "spm.model"),
+    text_len=8,
+    batch_size=4,
+    embed_images=embed_images,
+    embed_texts=embed_texts,
+  )
+  mixed = retrieval.RetrievalEvaluator(mixed_split, "mixed", **kwargs)
+  np.testing.assert_array_equal(mixed.present["ir"], np.arange(8) % 2 == 0)
+  assert mixed.present["rgb"].all()
+  got = mixed.run(None)
+  want = retrieval.RetrievalEvaluator(mixed_split, "with_ir", **kwargs).run(None)
+  for prefix in ("", retrieval.SAME_TEXT):
+    for d in ("ir2text", "text2ir", "rgb2ir", "ir2rgb"):
+      for k in KS:
+        assert got[f"{prefix}{d}/R@{k}"] == pytest.approx(want[f"{prefix}{d}/R@{k}"]), d
+  assert got["zeroshot_ir/acc"] == pytest.approx(want["zeroshot_ir/acc"])
 
 
 # ----------------------------------------------------------------------------
