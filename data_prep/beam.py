@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -43,7 +42,7 @@ from data_prep import translate
 from data_prep.ingest import sources, tfds_export
 from data_prep.ingest import writer as local_ingest
 from data_prep.ir_text import captions as ir_captions
-from fusionrs_jax.core import records
+from fusionrs_jax.core import fs, records
 
 _NS = "fusionrs"
 
@@ -173,7 +172,7 @@ def shard_key(element, positions: dict[str, list[int]], records_per_shard: int):
 
 def write_shard(element, out_dir: str, name: str) -> tuple[str, int]:
   (split, index, count), members = element
-  path = os.path.join(out_dir, records.shard_name(name, split, index, count))
+  path = fs.join(out_dir, records.shard_name(name, split, index, count))
   n = records.write_array_record(path, (p for _, p in sorted(members)))
   beam.metrics.Metrics.counter(_NS, "records_written").inc(n)
   return path, n
@@ -182,11 +181,9 @@ def write_shard(element, out_dir: str, name: str) -> tuple[str, int]:
 def write_jsonl(element, path: str) -> str:
   """(key, [(sort key..., entry)]) -> one JSON-lines file in that order (atomic)."""
   _, rows = element
-  tmp = records.temp_path(path)
-  with open(tmp, "w") as f:
+  with fs.staged_file(path) as tmp, open(tmp, "w") as f:
     for row in sorted(rows, key=lambda r: r[:-1]):
       f.write(json.dumps(row[-1], sort_keys=True) + "\n")
-  os.replace(tmp, path)
   return path
 
 
@@ -248,7 +245,7 @@ def build(
     | "WriteShard" >> beam.Map(write_shard, out_dir, name)
     | "OneShardList" >> beam.Map(lambda w: (None, (w[0], {"path": w[0], "records": w[1]})))
     | "GroupShards" >> beam.GroupByKey()
-    | "WriteShardList" >> beam.Map(write_jsonl, os.path.join(work, "shards.jsonl"))
+    | "WriteShardList" >> beam.Map(write_jsonl, fs.join(work, "shards.jsonl"))
   )
   rejects = items | "DupRejects" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "reject" else [])
   check_rejects = checked | "CheckRejects" >> beam.FlatMap(
@@ -259,14 +256,14 @@ def build(
     | "AllRejects" >> beam.Flatten()
     | "OneRejectFile" >> beam.Map(lambda r: (None, r))
     | "GroupRejects" >> beam.GroupByKey()
-    | "WriteRejects" >> beam.Map(write_jsonl, os.path.join(work, "rejects.jsonl"))
+    | "WriteRejects" >> beam.Map(write_jsonl, fs.join(work, "rejects.jsonl"))
   )
   (
     recs
     | "Moves" >> beam.FlatMap(lambda t: [(t[1]["id"], t[1])] if t[0] == "move" else [])
     | "OneMoveFile" >> beam.Map(lambda m: (None, m))
     | "GroupMoves" >> beam.GroupByKey()
-    | "WriteMoves" >> beam.Map(write_jsonl, os.path.join(work, "moves.jsonl"))
+    | "WriteMoves" >> beam.Map(write_jsonl, fs.join(work, "moves.jsonl"))
   )
 
 
@@ -319,9 +316,9 @@ def refuse_lossy_runner(pipeline_options: PipelineOptions) -> None:
 
 
 def _read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):  # no element reached the writer: nothing was rejected
+  if not fs.exists(path):  # no element reached the writer: nothing was rejected
     return []
-  with open(path) as f:
+  with fs.open(path) as f:
     return [json.loads(line) for line in f]
 
 
@@ -340,10 +337,10 @@ def run(
   options = options or BeamOptions()
   pipeline_options = PipelineOptions(list(pipeline_args))
   refuse_lossy_runner(pipeline_options)
-  os.makedirs(out_dir, exist_ok=True)
-  work = os.path.join(out_dir, f".beam-{name}")
-  shutil.rmtree(work, ignore_errors=True)  # lists of an interrupted earlier run
-  os.makedirs(work)
+  fs.makedirs(out_dir)
+  work = fs.join(out_dir, f".beam-{name}")
+  fs.rmtree(work)  # lists of an interrupted earlier run
+  fs.makedirs(work)
   start = time.time()
   with beam.Pipeline(options=pipeline_options) as p:
     build(p, spec, out_dir, name, options, work)
@@ -351,13 +348,13 @@ def run(
   counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
   check_no_record_lost(counters)
   seconds = time.time() - start
-  rejects = _read_jsonl(os.path.join(work, "rejects.jsonl"))
-  moves = _read_jsonl(os.path.join(work, "moves.jsonl"))
+  rejects = _read_jsonl(fs.join(work, "rejects.jsonl"))
+  moves = _read_jsonl(fs.join(work, "moves.jsonl"))
   reject_counts: dict[str, int] = {}
   for r in rejects:
     reject_counts[r["reason"]] = reject_counts.get(r["reason"], 0) + 1
-  _write_lines(os.path.join(out_dir, local_ingest.REJECTS_FILE), rejects)
-  written = {row["path"] for row in _read_jsonl(os.path.join(work, "shards.jsonl"))}
+  _write_lines(fs.join(out_dir, local_ingest.REJECTS_FILE), rejects)
+  written = {row["path"] for row in _read_jsonl(fs.join(work, "shards.jsonl"))}
   local_ingest.remove_stale_shards(out_dir, name, written)
   extra = {
     "ingest": {
@@ -375,9 +372,9 @@ def run(
     },
   }
   info = records.write_info(out_dir, name, extra=extra)
-  if info["splits"]:
+  if info["splits"] and not fs.is_remote(out_dir):  # the tfds view's symlinks need a filesystem
     tfds_export.write_tfds_metadata(out_dir, name, info)
-  shutil.rmtree(work)
+  fs.rmtree(work)
   return {
     "out_dir": out_dir,
     "name": name,
@@ -390,11 +387,9 @@ def run(
 
 
 def _write_lines(path: str, rows: list[dict]) -> None:
-  tmp = records.temp_path(path)
-  with open(tmp, "w") as f:
+  with fs.staged_file(path) as tmp, open(tmp, "w") as f:
     for row in rows:
       f.write(json.dumps(row, sort_keys=True) + "\n")
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------

@@ -330,3 +330,33 @@ def test_captioner_samples_are_written_to_a_bucket(gcs_url):
   jsonl, page = captioner.write_samples(folder, 7, rows, items, html_rows=1)
   assert metrics.read_jsonl(jsonl) == rows
   assert "a road" in fs.read_text(page) and fs.basename(page) == "step_0000007.html"
+
+
+def test_beam_pipeline_writes_the_same_shards_and_rejects_to_gs_as_locally(gcs_url, tmp_path):
+  beam_prep = pytest.importorskip("data_prep.beam")
+  images = tmp_path / "images"
+  images.mkdir()
+  entries = []
+  for i in range(6):
+    (images / f"img{i}.png").write_bytes(_png(i, 8 if i == 5 else 40))  # img5: too small
+    split = ("train", "val", "test")[i % 3]
+    entries.append({"filename": f"img{i}.png", "split": split, "sentences": [{"raw": f"s {i}"}]})
+  (tmp_path / "captions.json").write_text(json.dumps({"images": entries}))
+  spec = {
+    "source": "karpathy",
+    "json": [str(tmp_path / "captions.json")],
+    "images": str(images),
+    "name": "b",
+  }
+  local, remote = str(tmp_path / "local"), f"gs://{BUCKET}/beam/b"
+  options = beam_prep.BeamOptions(records_per_shard=1, ir_captions=False)
+  for out in (local, remote):
+    beam_prep.run(spec, out, "b", options)
+  names = lambda out: sorted(fs.basename(p) for p in fs.glob(fs.join(out, "b-*")))
+  assert names(remote) == names(local) and len(names(local)) == 5
+  for name in names(local):
+    assert fs.read_bytes(fs.join(remote, name)) == fs.read_bytes(fs.join(local, name))
+  rejects = fs.read_text(fs.join(remote, "rejects.jsonl"))
+  assert rejects == fs.read_text(fs.join(local, "rejects.jsonl")) and "img5" in rejects
+  assert records.read_info(remote)["splits"] == records.read_info(local)["splits"]
+  assert not fs.glob(fs.join(remote, ".beam-b", "*"))
