@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -20,7 +21,9 @@ from fusionrs_jax.core.errors import UserError
 
 # Below WARNING, records from these packages are shown only with --verbosity >= 1: Orbax
 # prints its option reprs per checkpoint, JAX probes for a TPU on every start.
-QUIET_PACKAGES = ("orbax", "jax", "jaxlib", "absl/testing", "grain")
+QUIET_PACKAGES = ("orbax", "jax", "jaxlib", "grain")
+# An installed package's files (a checkout that happens to sit in a folder named jax is ours).
+_INSTALLED = re.compile(r"/(?:site|dist)-packages/([^/]+)/")
 
 
 def fail(message: str) -> NoReturn:
@@ -50,9 +53,9 @@ class _ThirdPartyInfoFilter(py_logging.Filter):
   def filter(self, record: py_logging.LogRecord) -> bool:
     if record.levelno >= py_logging.WARNING or absl_logging.get_verbosity() >= 1:
       return True
-    path = record.pathname.replace(os.sep, "/")
+    package = _INSTALLED.search(record.pathname.replace(os.sep, "/"))
     name = record.name.split(".")[0]
-    return not any(f"/{p}/" in path or name == p for p in QUIET_PACKAGES)
+    return name not in QUIET_PACKAGES and not (package and package[1] in QUIET_PACKAGES)
 
 
 _FILTER = _ThirdPartyInfoFilter()

@@ -20,6 +20,7 @@ def _record(path: str, level: int, name: str = "absl") -> logging.LogRecord:
     ("/venv/site-packages/jax/_src/xla_bridge.py", "jax._src.xla_bridge", logging.INFO, False),
     ("/venv/site-packages/orbax/checkpoint/checkpoint_manager.py", "absl", logging.WARNING, True),
     ("/work/main/fusionrs_jax/trainers/common.py", "absl", logging.INFO, True),
+    ("/home/me/jax/fusionrs_jax/trainers/common.py", "absl", logging.INFO, True),
   ],
 )
 def test_third_party_info_is_quiet_unless_verbose(path, name, level, shown):
