@@ -87,6 +87,12 @@ def get_config(arg=None):
   # Batches placed on device ahead of the step (a background thread); 0 = none.
   c.data.prefetch = 2
   c.data.augment = True
+  # More prepared dataset folders whose train split joins data.dir's (records concatenated,
+  # so each folder's share of the batches is its share of the records); e.g. translated UCM
+  # plus real HIT-UAV thermal. Their records may lack a modality: set missing_modality.
+  c.data.mix_dirs = ()
+  # Folder whose eval_split the periodic retrieval eval reads; "" = data.dir.
+  c.data.eval_dir = ""
 
   c.model = ml_collections.ConfigDict()
   c.model.preset = preset

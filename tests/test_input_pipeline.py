@@ -313,3 +313,27 @@ def test_bad_arguments_fail_with_clear_messages(data):
     _loader(data, tokenizer_path=data["dir"] + "/nope.model")
   with pytest.raises(FileNotFoundError, match="no array_record shards"):
     _loader(data, split="nosuchsplit")
+
+
+def test_several_folders_train_as_one_dataset(data, tmp_path):
+  """data.dir + data.mix_dirs: one epoch reads every record of both folders once; the IR-less
+  folder's rows arrive with has_ir False."""
+  rng = np.random.default_rng(1)
+  extra = [_record(100 + i, rng, ir=False) for i in range(6)]
+  records.write_split(extra, str(tmp_path), "extra", "train")
+  args = {"batch_size": 2, "image_size": S, "seed": 7, "tokenizer_path": data["spm"]}
+  loader = ip.make_train_loader(
+    [data["dir"], str(tmp_path)],
+    "train",
+    text_len=L,
+    shard_index=0,
+    shard_count=1,
+    num_epochs=1,
+    **args,
+  )
+  batches = list(loader)
+  index = np.concatenate([b["index"] for b in batches])
+  has_ir = np.concatenate([b["has_ir"] for b in batches])
+  assert sorted(index.tolist()) == list(range(N + 6))
+  # Indices past the first folder's N records are the extra folder's, all without IR.
+  assert not has_ir[index >= N].any() and has_ir[index < N].all()

@@ -337,7 +337,7 @@ def _check(modalities, caption_fields, missing_modality, batch_size, image_size,
 
 
 def make_train_loader(
-  data_dir: str,
+  data_dir: str | Sequence[str],
   split: str,
   *,
   batch_size: int,
@@ -359,6 +359,8 @@ def make_train_loader(
 ) -> grain.DataLoader:
   """Shuffled, augmented, repeating (num_epochs=None) loader of this process's records.
 
+  `data_dir` may be several prepared folders: their `split` shards are read as one dataset.
+
   batch_size is per process. All processes share one order of the split, reshuffled every
   epoch with `seed`; process shard_index (defaults: jax.process_index/count) reads its
   contiguous rows of every global batch (GlobalBatchSampler). The per-example rng (crop,
@@ -374,7 +376,9 @@ def make_train_loader(
   """
   _check(modalities, caption_fields, missing_modality, batch_size, image_size, text_len)
   shard_index, shard_count = process_shard(shard_index, shard_count)
-  source = IndexedSource(records.list_shards(data_dir, split))
+  dirs = [data_dir] if isinstance(data_dir, str) else list(data_dir)
+  source = IndexedSource([p for d in dirs for p in records.list_shards(d, split)])
+  data_dir = "+".join(dirs)  # how errors and logs name the data
   if len(source) < shard_count:
     raise ValueError(
       f"{data_dir!r} split {split!r} has {len(source)} records, fewer than "

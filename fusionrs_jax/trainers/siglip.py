@@ -144,7 +144,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   run, data_dir, program, state, shardings = common.start(config, workdir, step_program)
   model = program.model
   loader = input_pipeline.make_train_loader(
-    data_dir,
+    [data_dir, *config.data.get("mix_dirs", ())],
     config.data.train_split,
     batch_size=common.local_batch_size(config),
     image_size=model.image_size,
@@ -161,7 +161,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   state, step = common.restore_or_init(run, state, shardings, data_iter)
   if step == 0:
     state = _maybe_init_from(config, model, state, shardings)
-  evaluator = make_evaluator(config, model, run.mesh, data_dir, config.data.eval_split)
+  eval_dir = config.data.get("eval_dir") or data_dir
+  evaluator = make_evaluator(config, model, run.mesh, eval_dir, config.data.eval_split)
 
   train_step = program.step
   progress = metrics.Progress(config.total_steps, start=step)
