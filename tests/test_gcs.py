@@ -27,6 +27,7 @@ objects = pytest.importorskip("gcp_storage_emulator.handlers.objects")
 from data_prep.ingest import tokenizer
 from data_prep.ingest.writer import IngestOptions, ingest
 from fusionrs_jax.core import checkpoint, fs, metrics, records
+from fusionrs_jax.core.errors import UserError
 from fusionrs_jax.core.records import Record
 from fusionrs_jax.data import input_pipeline
 from tests.conftest import REPO
@@ -114,6 +115,13 @@ def test_fs_reads_writes_lists_and_appends_the_same_on_local_and_gs(gcs_url, tmp
   assert not fs.exists(fs.join(base, "c.bin")) and fs.isfile(fs.join(base, "a.json"))
   fs.rmtree(base)
   assert not fs.exists(fs.join(base, "a.json"))
+
+
+def test_only_local_paths_and_gs_urls_are_taken():
+  assert not fs.is_remote("/data/x") and not fs.is_remote("file:///data/x")
+  assert fs.is_remote("gs://b/x")
+  with pytest.raises(UserError, match="only local paths and gs://"):
+    fs.exists("s3://b/x")
 
 
 def test_shards_and_dataset_info_on_gs_equal_the_local_ones(gcs_url, tmp_path):

@@ -55,7 +55,13 @@ class NotLocalError(UserError, ValueError):
 
 
 def is_remote(path: str) -> bool:
-  return "://" in str(path) and not str(path).startswith("file://")
+  """True for gs:// (and gcs://) URLs, False for local paths; other schemes are an error."""
+  path = str(path)
+  if "://" not in path or path.startswith("file://"):
+    return False
+  if not path.startswith(("gs://", "gcs://")):
+    raise UserError(f"{path!r}: only local paths and gs:// URLs are supported")
+  return True
 
 
 def _gcs():
