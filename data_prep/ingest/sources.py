@@ -170,7 +170,7 @@ def _jsonl_rows(path: str) -> list[tuple[str, Any]]:
 
 def _csv_rows(path: str) -> list[tuple[str, Any]]:
   base = os.path.basename(path)
-  reader = csv.DictReader(io.StringIO(inputs.read_text(path), newline=""))
+  reader = csv.DictReader(io.StringIO(inputs.read_text(path), newline=""), strict=True)
   try:
     if not set(_FILE_KEYS) & set(reader.fieldnames or ()):
       raise InputError(
@@ -179,7 +179,7 @@ def _csv_rows(path: str) -> list[tuple[str, Any]]:
       )
     return [(f"{base} line {reader.line_num}", row) for row in reader]
   except csv.Error as e:
-    raise InputError(f"{path} line {reader.line_num}: not CSV ({e})") from None
+    raise InputError(f"{path}: not CSV in the row after line {reader.line_num} ({e})") from None
 
 
 def _row_captions(row: dict[str, Any], from_csv: bool) -> list[Any]:

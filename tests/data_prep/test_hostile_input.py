@@ -447,3 +447,22 @@ def test_beam_stage_functions_reject_the_corpus_as_the_local_ingest_does(corpus)
         reasons.append((out[2]["position"], out[2]["reason"]))
   want = [(f"bad.json images[{i}]", r) for i, (_, r) in enumerate(cases) if r]
   assert reasons == [w for w in want if w[1] != "duplicate_id"]
+
+
+@pytest.mark.parametrize(
+  "kind,name,content,message",
+  [
+    ("nwpu", "n.json", b'[{"filename": "g0.png"}]', "expected class names as top-level keys"),
+    ("nwpu", "n.json", b'{"farm": [\xff]}', "n.json: not UTF-8 at byte 10 (line 1)"),
+    ("coco_thermal", "val.json", b"[]", "val.json: top level is not a COCO object"),
+    ("coco_thermal", "val.json", b'{"images": {}}', "val.json: top level is not a COCO object"),
+    ("coco_thermal", "val.json", b'{"images": [}', "val.json: not JSON at line 1 column 13"),
+    ("folder", "c.jsonl", b"[1,\n2]\n", "c.jsonl: no line is a JSON object"),
+    ("folder", "c.csv", b'file,caption\n"g0.png,a\n', "c.csv: not CSV in the row after line 1"),
+  ],
+)
+def test_unreadable_whole_files_of_every_reader(corpus, kind, name, content, message):
+  (corpus / name).write_bytes(content)
+  with pytest.raises(sources.InputError) as err:
+    sources.read_source(kind, [str(corpus / name)], str(corpus / "images"), "x")
+  assert message in str(err.value) and "\n" not in str(err.value)
