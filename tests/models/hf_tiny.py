@@ -70,6 +70,10 @@ def siglip(folder, seed=1):
       "num_hidden_layers": 1,
       "num_attention_heads": 2,
       "max_position_embeddings": 16,
+      # Gemma-layout ids inside the vocabulary (the defaults are CLIP's 49406/49407).
+      "pad_token_id": 0,
+      "eos_token_id": 1,
+      "bos_token_id": 2,
     },
   )
   model = _perturb(transformers.SiglipModel(config), seed)

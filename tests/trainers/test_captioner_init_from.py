@@ -104,3 +104,31 @@ def test_folder_the_run_cannot_use_is_one_clear_error(tiny_dataset, folders, tmp
   other = _config(tiny_dataset, pg, **{"data.vocab_size": 600})
   with pytest.raises(UserError, match="llm vocab_size: 512 in the folder, 600 in the config"):
     captioner.check_init_from(other)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_image_encoder_init_reads_a_siglip_folder_or_this_projects_checkpoint(
+  tiny_dataset, folders, tmp_path, scan_layers
+):
+  from fusionrs_jax.core import sharding
+  from fusionrs_jax.export import hf_siglip as export_siglip
+  from fusionrs_jax.models import captioner as captioner_model
+
+  _, sg = folders
+  orbax = str(tmp_path / "orbax")
+  export_siglip.import_hf(sg, orbax)  # the Orbax layout a SigLIP run of this project saves
+  config = _config(tiny_dataset, "", **{"model.scan_layers": scan_layers})
+  model = captioner_model.from_config(config)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), **captioner_model.dummy_inputs(model))
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), hf_siglip.plain_params(shapes))
+  repl = sharding.replicated(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",)))
+  state = {"params": {"params": params}}
+  shardings = jax.tree.map(lambda _: repl, state)
+  want, _ = hf_paligemma.load_hf_vision_tower(sg)
+  want = scan.scan_params(want) if scan_layers else want
+  for source in (sg, orbax):
+    got = captioner.init_image_encoder(source, state, shardings, config, model)
+    img = got["params"]["params"]["img"]
+    assert jax.tree.structure(img) == jax.tree.structure(want)
+    jax.tree.map(np.testing.assert_array_equal, img, want)
+    assert not np.any(got["params"]["params"]["img_head"]["kernel"])  # only the tower moved
