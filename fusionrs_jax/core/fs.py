@@ -4,10 +4,12 @@ Local paths go to the os module as before; gs:// goes to fsspec's gcsfs. Why fss
 rather than etils.epath: without TensorFlow, epath (Orbax's path library) itself reaches gs://
 through fsspec + gcsfs, so fsspec is the layer under both, and using it directly lets us choose
 gcsfs's plain `GCSFileSystem`. The default class (`ExtendedGcsFileSystem`) first asks the
-storage-control gRPC API whether a bucket is zonal/hierarchical, which costs 60 s against an
-emulator and buys nothing for whole-object reads and writes. The plain class is registered for
-fsspec's "gs"/"gcs" protocols here, so Orbax's epath listings use it too. A `STORAGE_EMULATOR_HOST`
-in the environment points gcsfs at an emulator (tensorstore's is `TENSORSTORE_GCS_HTTP_URL`).
+storage-control gRPC API whether a bucket is zonal/hierarchical: against the local emulator with
+an anonymous token its first write took 73 s (a 60 s gRPC timeout), the plain class's 0.04 s,
+and zonal/HNS features buy nothing for whole-object reads and writes. The plain class is
+registered for fsspec's "gs"/"gcs" protocols here, so Orbax's epath listings use it too. A
+`STORAGE_EMULATOR_HOST` in the environment points gcsfs at an emulator (tensorstore's is
+`TENSORSTORE_GCS_HTTP_URL`).
 
 What is atomic. Local files: written to a temp sibling, fsynced, renamed (atomic on POSIX).
 GCS: one object upload is atomic (a reader sees the whole old or the whole new object, never a
@@ -242,7 +244,8 @@ class AppendFile:
     self.path, self.binary, self.every_secs = path, binary, every_secs
     self._local = None
     if not is_remote(path):
-      self._local = builtins.open(_local(path), "ab" if binary else "a")  # noqa: SIM115 -- closed in close()
+      mode = "ab" if binary else "a"
+      self._local = builtins.open(_local(path), mode)  # noqa: SIM115 -- closed in close()
       return
     self._data = bytearray(read_bytes(path) if exists(path) else b"")
     self._dirty, self._uploaded = False, -float("inf")
