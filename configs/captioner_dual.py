@@ -74,8 +74,9 @@ def get_config(arg=None):
   c.model.image_size = 0
   # Keep the image tower (ViT) fixed; the projection and the decoder still train.
   c.model.freeze_image_encoder = False
-  # Orbax checkpoint folder of a SigLIP run of this project (`<workdir>/checkpoints`) whose
-  # RGB vision tower initialises the image encoder ("" = random init).
+  # Where the image encoder (ViT) starts: the RGB tower of a SigLIP run of this project (its
+  # Orbax `<workdir>/checkpoints`) or the vision tower of a transformers SiglipModel /
+  # SiglipVisionModel / PaliGemma folder ("" = random init, or init_from's).
   c.model.image_encoder_init = ""
   c.model.remat = False
   # What remat keeps from the forward pass: a `jax.checkpoint_policies` name, e.g.

@@ -50,8 +50,9 @@ def run_config(trainer: str) -> ml_collections.ConfigDict:
   c.async_checkpoints = True
   # Resume from the newest checkpoint in the workdir when one exists.
   c.resume = True
-  # Where to start from when not resuming: "" (random init), an Orbax checkpoint
-  # folder of this project, or (per trainer) a transformers save_pretrained folder.
+  # Where to start from when not resuming: "" (random init), an Orbax checkpoint folder of
+  # this project, or a transformers save_pretrained folder (SigLIP trainer: SiglipModel;
+  # captioner: PaliGemmaForConditionalGeneration) whose architecture matches the config.
   c.init_from = ""
   # Write a sample image grid / plot every N steps (0 = only at evals).
   c.sample_every = 0

@@ -21,10 +21,13 @@ import tempfile
 import numpy as np
 
 from fusionrs_jax.data.input_pipeline import BOS_ID, EOS_ID, PAD_ID
+from fusionrs_jax.models.gemma import RMS_EPS
 from fusionrs_jax.models.hf import io as hf_io
 from fusionrs_jax.models.hf import siglip as hf_siglip
 
 IMAGE_TOKEN = "<image>"
+# apply_rope's base in models/gemma.py: an imported decoder must share it and RMS_EPS.
+ROPE_BASE = 10_000.0
 
 
 def _llm_table(depth: int):
@@ -327,6 +330,15 @@ def hp_from_hf_config(config) -> tuple[dict, dict]:
       f"text model {t.model_type!r} unsupported: the captioner's decoder is Gemma (PaliGemma 1)"
     )
   _check_act("text", getattr(t, "hidden_activation", None) or t.hidden_act)
+  # Our Gemma's fixed constants (gemma.RMS_EPS, apply_rope's base); transformers 5 keeps the
+  # RoPE base in rope_parameters, older versions in rope_theta.
+  rope = getattr(t, "rope_theta", None) or (getattr(t, "rope_parameters", None) or {}).get(
+    "rope_theta", ROPE_BASE
+  )
+  if t.rms_norm_eps != RMS_EPS or rope != ROPE_BASE:
+    raise ValueError(
+      f"Gemma rms_norm_eps {t.rms_norm_eps} / RoPE base {rope} unsupported ({RMS_EPS} / {ROPE_BASE})"
+    )
   if config.projection_dim != t.hidden_size:
     raise ValueError(f"projection_dim {config.projection_dim} != Gemma width {t.hidden_size}")
   llm = {
