@@ -4,7 +4,6 @@ six-direction retrieval evaluation, checkpoints and resume."""
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -18,6 +17,7 @@ from fusionrs_jax.evaluators import retrieval
 from fusionrs_jax.losses import sigmoid as losses
 from fusionrs_jax.models import scan
 from fusionrs_jax.models import siglip as siglip_model
+from fusionrs_jax.models.hf import io as hf_io
 from fusionrs_jax.models.hf import siglip as hf_siglip
 from fusionrs_jax.trainers import common
 
@@ -105,10 +105,12 @@ def _maybe_init_from(config, model, state, shardings):
   src = config.init_from
   if not src:
     return state
-  if os.path.exists(os.path.join(src, "config.json")) and os.path.exists(
-    os.path.join(src, "model.safetensors")
-  ):
-    loaded = hf_siglip.load_hf_siglip_like(src, scan.unscan_params(state["params"]))
+  if hf_io.is_hf_folder(src):  # model.safetensors or its shards + index
+    like = jax.eval_shape(scan.unscan_params, state["params"])  # per-layer shapes, no copy
+    try:
+      loaded = hf_siglip.load_hf_siglip_like(src, like)
+    except (ValueError, KeyError) as e:
+      raise common.UserError(f"init_from {e.args[0] if e.args else e}") from e
     loaded = common.match_layer_layout(loaded, config)
   else:
     loaded = common.init_params_from_checkpoint(src, state["params"], shardings["params"], config)

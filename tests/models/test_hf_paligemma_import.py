@@ -114,3 +114,12 @@ def test_vision_tower_imports_from_a_siglip_or_a_paligemma_folder(folder, tmp_pa
   (tmp_path / "gemma" / "config.json").write_text('{"model_type": "gemma"}')
   with pytest.raises(ValueError, match="'gemma' model"):
     hf_paligemma.load_hf_vision_tower(str(tmp_path / "gemma"))
+
+
+def test_a_sharded_folder_is_a_transformers_folder(tmp_path):
+  from fusionrs_jax.models.hf import io as hf_io
+
+  (tmp_path / "config.json").write_text("{}")
+  assert not hf_io.is_hf_folder(str(tmp_path))
+  (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+  assert hf_io.is_hf_folder(str(tmp_path))

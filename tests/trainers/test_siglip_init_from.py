@@ -65,3 +65,25 @@ def test_run_starts_at_the_folders_weights(tiny_dataset, tmp_path):
   got = hf_siglip.plain_params(scan.unscan_params(raw))
   assert jax.tree.structure(got) == jax.tree.structure(params)
   jax.tree.map(np.testing.assert_array_equal, got, params)
+
+
+def test_folder_of_another_shape_is_one_error_naming_the_parameters(tiny_dataset, tmp_path):
+  from fusionrs_jax.core import sharding
+  from fusionrs_jax.core.errors import UserError
+  from fusionrs_jax.trainers import siglip as siglip_trainer
+
+  def zeros(model):
+    shapes = jax.eval_shape(model.init, jax.random.key(0), **siglip.dummy_inputs(model))
+    return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), hf_siglip.plain_params(shapes))
+
+  config = tiny_config("siglip_ir", "size=tiny,recipe=transfer", tiny_dataset)
+  model = siglip.from_config(config)  # vocabulary 512
+  other = model.clone(vocab_size=600)
+  hf_siglip.save_hf_siglip(
+    zeros(other), {k: getattr(other, k) for k in hf_siglip.HP_KEYS}, str(tmp_path)
+  )
+  state = {"params": {"params": zeros(model)}}
+  repl = sharding.replicated(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",)))
+  config.init_from = str(tmp_path)
+  with pytest.raises(UserError, match=r"token_embedding.*\(600, 32\).*\(512, 32\)"):
+    siglip_trainer._maybe_init_from(config, model, state, jax.tree.map(lambda _: repl, state))
