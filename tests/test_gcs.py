@@ -241,20 +241,16 @@ def test_ingest_writes_the_same_shards_info_and_rejects_to_gs_as_locally(gcs_url
   assert names(remote) == [f"g-{s}.array_record-00000-of-00001" for s in ("test", "train", "val")]
 
 
-def _cli(workdir, data_dir, steps):
-  """The tiny SigLIP run of tests/trainers/test_siglip.py (checkpoints every 2 steps)."""
+def _cli(workdir, data_dir):
+  """tiny_siglip_run's run (conftest: size=tiny,runlocal=1: 4 steps, a checkpoint every 2, an
+  eval at the end) with synchronous checkpoints, so a checkpoint's marker means it is whole."""
   return [
     sys.executable,
     "-m",
     "fusionrs_jax.main",
-    "--config=configs/siglip_ir.py:size=tiny",
+    "--config=configs/siglip_ir.py:size=tiny,runlocal=1",
     f"--workdir={workdir}",
     f"--config.data.dir={data_dir}",
-    f"--config.total_steps={steps}",
-    "--config.checkpoint_every=2",
-    f"--config.eval_every={steps}",
-    "--config.log_every=1",
-    "--config.batch_size=16",
     "--config.async_checkpoints=False",
   ]
 
@@ -270,31 +266,29 @@ def _kill_after(proc, committed: str, timeout: float = 300) -> None:
 
 @pytest.mark.slow
 def test_siglip_run_in_a_bucket_killed_and_resumed_ends_bit_identical_to_a_local_run(
-  gcs_url, tiny_dataset, tmp_path
+  gcs_url, tiny_dataset, tiny_siglip_run, tmp_path
 ):
+  """The local run is conftest's tiny_siglip_run (trained once per session, in process)."""
+  _, local, _ = tiny_siglip_run
   env = dict(
     os.environ,
     XLA_FLAGS="--xla_force_host_platform_device_count=8",
-    # The three runs compile the same programs: the later two load them from this cache.
+    # The resumed run loads the killed run's compiled train step from this cache.
     JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
   )
-  run = lambda args: subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
-
   # Shards are read through a gcsfuse mount on a pod (MaxText's way): the same folder layout.
   data = str(shutil.copytree(tiny_dataset, tmp_path / "gcsfuse" / BUCKET / "data" / "tiny"))
-  steps, local, remote = 6, str(tmp_path / "local"), f"gs://{BUCKET}/workdirs/siglip"
-  run(_cli(local, data, steps))
-
+  steps, remote = 4, f"gs://{BUCKET}/workdirs/siglip"
   proc = subprocess.Popen(
-    _cli(remote, data, steps), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    _cli(remote, data), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
   )
   committed = fs.join(remote, "checkpoints", "2", "commit_success.txt")
   _kill_after(proc, committed)
   assert fs.exists(committed), proc.stderr.read().decode()[-3000:]
   assert not fs.exists(fs.join(remote, "checkpoints", str(steps))), "finished before the kill"
-  run(_cli(remote, data, steps))
+  subprocess.run(_cli(remote, data), cwd=REPO, env=env, check=True, capture_output=True)
 
   step_a, a = checkpoint.run_params(local)
   step_b, b = checkpoint.run_params(remote)
