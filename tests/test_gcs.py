@@ -1,8 +1,11 @@
 """gs:// paths against a real GCS server: gcp-storage-emulator started on 127.0.0.1 by these
 tests (gcsfs via STORAGE_EMULATOR_HOST, tensorstore via TENSORSTORE_GCS_HTTP_URL).
 
-core/fs round trips, shards + dataset_info, metrics/TensorBoard/images, Orbax checkpoints,
-ingest writing to a bucket, and a SigLIP run with a gs:// work dir killed and resumed."""
+core/fs round trips; shards + dataset_info, ingest, the Beam pipeline and the tokenizer
+writing to a bucket (compared with local runs); metrics, TensorBoard events, images, captioner
+samples and Orbax checkpoints in a bucket; the one-line error for a gs:// data dir; and a SigLIP
+run with a gs:// work dir, killed after its first checkpoint and resumed, bit-identical to a
+local run. The emulator's tracebacks about closed connections (BrokenPipeError) are noise."""
 
 import io
 import json
