@@ -261,8 +261,13 @@ class AppendFile:
     if self._local is not None:
       self._local.flush()
     elif self._dirty and (force or time.monotonic() - self._uploaded >= self.every_secs):
-      write_bytes(self.path, bytes(self._data))
+      # Marked first: a log handler writing here must not re-enter through gcsfs's own logs.
       self._dirty, self._uploaded = False, time.monotonic()
+      try:
+        write_bytes(self.path, bytes(self._data))
+      except BaseException:
+        self._dirty = True
+        raise
 
   def close(self) -> None:
     if self._local is not None:
