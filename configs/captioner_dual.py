@@ -107,6 +107,12 @@ def get_config(arg=None):
   c.eval.beam_size = 4
   c.eval.temperature = 1.0
   c.eval.top_k = 0
+  # Repetition controls (greedy, sampling and beam): never repeat a generated n-gram of this
+  # size (0 = off); 4 stops loops such as "the lower left, the lower left" while leaving the
+  # templates' legitimately repeated 2-3 word phrases alone.
+  c.eval.no_repeat_ngram_size = 4
+  # CTRL / transformers repetition_penalty on already generated tokens (1.0 = off).
+  c.eval.repetition_penalty = 1.0
   # Rows shown on the HTML sample page.
   c.eval.html_rows = 24
 

@@ -203,6 +203,8 @@ def make_evaluator(config, model, mesh, data_dir: str, split: str):
     temperature=config.eval.temperature,
     top_k=config.eval.top_k,
     beam_size=config.eval.beam_size,
+    no_repeat_ngram_size=config.eval.get("no_repeat_ngram_size", 0),
+    repetition_penalty=config.eval.get("repetition_penalty", 1.0),
   )
   decode = decoding.make_decode_fn(model, cfg)
 
