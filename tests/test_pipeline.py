@@ -157,8 +157,9 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
 
   names = [s.name for s in pipe.stages()]
   assert list(finished) == names
-  # 6 data stages, 3 variants x 2 seeds x (train + presence), 3 inputs + scene encoder.
-  assert len(names) == 6 + 12 + 4
+  # 7 data stages (with HIT-UAV's box captions), 3 variants x 2 seeds x (train + presence),
+  # 3 inputs + scene encoder, 3 thermal arms x 1 seed x (train + presence).
+  assert len(names) == 7 + 12 + 4 + 6
   assert finished["ingest_ucm"]["result"]["splits"] == {"train": 8, "val": 4, "test": 4}
   assert finished["translate"]["result"]["translated"] == 16
   summary = json.load(open(os.path.join(c.results, "summary.json")))
@@ -175,13 +176,25 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
     "captioner_rgb_ir_scene_encoder",
   }
   assert {cl["claim"] for cl in summary["claims"]} == {1, 2, 3, 4}
+  # The real-thermal arms: HIT-UAV train got captions from its boxes; each arm is scored.
+  hit = finished["hit_uav_captions"]["result"]["splits"]
+  assert hit["train"]["records"] == 6 and hit["train"]["ir_captions"] > 0
+  assert set(summary["thermal"]) == {"translated", "real", "mixed"}
+  for arm, t in summary["thermal"].items():
+    assert 0.0 <= t["mean/auc"]["mean"] <= 1.0 and 0.0 <= t["mean/count_acc"]["mean"] <= 1.0
+  # Training captions: UCM's 8 x (5 + 4); HIT-UAV's 6 x (5 box + 4 IR-aware); both when mixed.
+  assert summary["thermal"]["translated"]["train_captions"] == 8 * 9
+  assert summary["thermal"]["real"]["train_captions"] == 6 * 9
+  assert summary["thermal"]["mixed"]["train_captions"] == 8 * 9 + 6 * 9
+  measures = [cl["a"] + "/" + cl["b"] for cl in summary["claims"] if cl["claim"] == 4]
+  assert "mixed/real" in measures and "translated/chance" in measures
   tr = summary["translation"]
   assert set(tr["generator"]) == {"intensity_w1", "gradient_w1", "contrast_w1"}
   # Gray and inverted gray share the gradient/contrast statistics (|d(1-x)| = |dx|).
   assert tr["gray"]["gradient_w1"] == pytest.approx(tr["inverted"]["gradient_w1"], rel=1e-2)
   page = open(os.path.join(c.docs, "RESULTS.md")).read()
   assert "## The four claims" in page and "| total" in page.replace("**", "")
-  assert "Can the test be passed?" in page
+  assert "Can the test be passed?" in page and "## Real thermal" in page
   for fig in ("translation_grid.png", "retrieval.png", "caption_pairs.png"):
     assert os.path.getsize(os.path.join(c.docs, "results", fig)) > 0
   for name in names:
@@ -216,12 +229,13 @@ def test_cli_lists_stages_and_names_a_missing_source_in_one_line(tmp_path):
   listed = subprocess.run(base + ["--list"], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert listed.returncode == 0, listed.stderr
   names = [line.split()[0] for line in listed.stdout.splitlines()]
-  assert names[:6] == [
+  assert names[:7] == [
     "ingest_ucm",
     "ingest_hit_uav",
     "translator",
     "translate",
     "ir_captions",
+    "hit_uav_captions",
     "tokenizer",
   ]
   assert "siglip_rgb_only_s1" in names and "captioner_ir" in names

@@ -90,9 +90,10 @@ def presence_of_run(
   out["image_size"], out["patch_size"] = float(model.image_size), float(model.patch_size)
   for c, px in presence.median_box_px(recs, names, model.image_size, modality).items():
     out[f"{c}/median_box_px"] = px
-  train_dir = config.data.dir
-  if os.path.isdir(train_dir):
-    texts = presence.training_captions(train_dir)
+  train_dirs = [config.data.dir, *config.data.get("mix_dirs", ())]
+  train_dir = next((d for d in train_dirs if not os.path.isdir(d)), None)
+  if train_dir is None:
+    texts = [t for d in train_dirs for t in presence.training_captions(d)]
     out["train_captions"] = float(len(texts))
     for c, n in presence.caption_mentions(texts, names).items():
       out[f"{c}/train_caption_mentions"] = float(n)

@@ -17,6 +17,7 @@ from PIL import Image
 from fusionrs_jax.core import fs, metrics, records
 from fusionrs_jax.evaluators import retrieval as retrieval_eval
 from fusionrs_jax.pipeline import stats as pipeline
+from fusionrs_jax.pipeline import thermal
 
 CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 PRESENCE_CLASSES = ("Person", "Car", "Bicycle")
@@ -89,7 +90,8 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
     row["answers/token_f1"] = r.get("answers/token_f1")
     captioning[name] = row
   out["captioning"] = captioning
-  out["claims"] = claims(retrieval, presence, captioning)
+  out["thermal"] = thermal.summary(pipe, finished)
+  out["claims"] = claims(retrieval, presence, captioning) + thermal.claims(out["thermal"])
   return out
 
 
@@ -595,6 +597,7 @@ def markdown(pipe, summary: dict, figs: dict[str, str], samples: list[dict]) -> 
     + _claims_section(summary)
     + _retrieval_section(summary, figs, rel)
     + _presence_section(summary)
+    + thermal.section(summary.get("thermal") or {})
     + _captioning_section(summary, figs, samples, rel)
     + _translation_section(summary, figs, rel)
     + _data_and_time_section(summary)

@@ -111,6 +111,9 @@ class Pipeline:
   def siglip_name(self, variant: str, seed: int) -> str:
     return f"siglip_{variant}_s{seed}"
 
+  def thermal_name(self, arm: str, seed: int) -> str:
+    return f"thermal_{arm}_s{seed}"
+
   def captioner_runs(self) -> list[tuple[str, str, str]]:
     """(stage name, inputs, SigLIP variant of the encoder) per captioner run: one per
     `inputs` on the main encoder, plus rgb_ir on the scene-caption SigLIP when that variant
@@ -133,8 +136,10 @@ class Pipeline:
       Stage("translator", self.train_translator),
       Stage("translate", self.translate),
       Stage("ir_captions", self.ir_captions),
-      Stage("tokenizer", self.tokenizer),
     ]
+    if self.c.thermal.arms:
+      s.append(Stage("hit_uav_captions", self.hit_uav_captions))
+    s.append(Stage("tokenizer", self.tokenizer))
     for variant in self.c.siglip.variants:
       for seed in self.seeds():
         name = self.siglip_name(variant, seed)
@@ -142,6 +147,11 @@ class Pipeline:
         s.append(Stage(f"presence_{variant}_s{seed}", lambda n=name: self.presence(n)))
     for name, inputs, enc in self.captioner_runs():
       s.append(Stage(name, lambda n=name, i=inputs, e=enc: self.train_captioner(n, i, e)))
+    for arm in self.c.thermal.arms:
+      for seed in range(int(self.c.thermal.seeds)):
+        name = self.thermal_name(arm, seed)
+        s.append(Stage(name, lambda a=arm, sd=seed: self.train_thermal(a, sd)))
+        s.append(Stage(f"presence_{name}", lambda n=name: self.presence(n)))
     return s
 
   def ingest_ucm(self) -> dict:
@@ -215,9 +225,22 @@ class Pipeline:
       resume=True,
     )
 
-  def tokenizer(self) -> dict:
+  def hit_uav_captions(self) -> dict:
+    """Box-grounded captions, IR-aware captions and instructions for the real thermal images
+    (every split is annotated; only train ever trains a model)."""
+    return ir_captions.annotate_folder(
+      self.dataset("hit_uav"),
+      self.dataset("hit_uav_ir"),
+      ("train", "val"),
+      self.c.ir_captions,
+      resume=True,
+    )
 
-    texts = tokenizer.train_texts([self.dataset("ucm_ir")])
+  def tokenizer(self) -> dict:
+    folders = [self.dataset("ucm_ir")]
+    if self.c.thermal.arms:
+      folders.append(self.dataset("hit_uav_ir"))
+    texts = tokenizer.train_texts(folders)
     path = tokenizer.train_tokenizer(
       texts, os.path.join(self.dataset("ucm_ir"), "tokenizer.model"), self.c.vocab_size
     )
@@ -231,6 +254,26 @@ class Pipeline:
     c.seed = seed
     _set_steps(c, self.c.siglip.steps)
     return train(c, self.workdir(self.siglip_name(variant, seed)))
+
+  def train_thermal(self, arm: str, seed: int) -> dict:
+    """A trimodal SigLIP at thermal.image_size on the arm's data; records without RGB (real
+    thermal) are masked out of the RGB pairs. Retrieval evals read the UCM test split."""
+    c = _load_experiment("siglip_ir", f"{self.c.thermal.siglip_arg},variant=trimodal")
+    folders = {
+      "translated": [self.dataset("ucm_ir")],
+      "real": [self.dataset("hit_uav_ir")],
+      "mixed": [self.dataset("ucm_ir"), self.dataset("hit_uav_ir")],
+    }[arm]
+    c.data.dir, c.data.mix_dirs = folders[0], tuple(folders[1:])
+    c.data.eval_dir = self.dataset("ucm_ir")
+    c.data.tokenizer = fs.join(self.dataset("ucm_ir"), "tokenizer.model")
+    c.data.missing_modality = "zeros"
+    c.data.demo_world_if_missing = False
+    c.data.vocab_size = self.c.vocab_size
+    c.model.image_size = int(self.c.thermal.image_size)
+    c.seed = seed
+    _set_steps(c, self.c.thermal.steps or self.c.siglip.steps)
+    return train(c, self.workdir(self.thermal_name(arm, seed)))
 
   def presence(self, siglip_run: str) -> dict:
     return evaluate.presence_of_run(
