@@ -180,7 +180,7 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   hit = finished["hit_uav_captions"]["result"]["splits"]
   assert hit["train"]["records"] == 6 and hit["train"]["ir_captions"] > 0
   assert set(summary["thermal"]) == {"translated", "real", "mixed"}
-  for arm, t in summary["thermal"].items():
+  for t in summary["thermal"].values():
     assert 0.0 <= t["mean/auc"]["mean"] <= 1.0 and 0.0 <= t["mean/count_acc"]["mean"] <= 1.0
   # Training captions: UCM's 8 x (5 + 4); HIT-UAV's 6 x (5 box + 4 IR-aware); both when mixed.
   assert summary["thermal"]["translated"]["train_captions"] == 8 * 9
