@@ -114,6 +114,9 @@ def prepare_dataset(data_config) -> str:
   The shards are read with ArrayRecord, so a bucket comes in through a gcsfuse mount.
   """
   data_dir = data_config.dir
+  if not str(data_dir).strip():
+    # An empty dir would put the demo world's .raw/ staging folder in the working directory.
+    raise UserError("--config.data.dir is empty: give a prepared dataset folder")
   fs.require_local(data_dir, "--config.data.dir")  # a UserError naming the gcsfuse mount
   if not fs.exists(fs.join(data_dir, records.INFO_FILE)):
     if not data_config.get("demo_world_if_missing", False):
