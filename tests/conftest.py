@@ -79,3 +79,16 @@ def tiny_config(module: str, arg: str, data_dir: str, **overrides):
       node = node[p]
     node[leaf] = value
   return config
+
+
+@pytest.fixture(autouse=True)
+def _restore_absl_logger_level():
+  """absl's logger level is process-global. Setting the verbosity in a test (or parsing flags
+  in-process) pins it, e.g. to WARNING, which would hide later tests' INFO records from caplog;
+  each test gets back the level it started with (NOTSET: follow the root logger)."""
+  from absl import logging as absl_logging
+
+  logger = absl_logging.get_absl_logger()
+  before = logger.level
+  yield
+  logger.setLevel(before)
