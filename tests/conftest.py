@@ -1,10 +1,15 @@
 """Test session set-up: 8 fake CPU devices, shared-data lookup, session-wide fixtures."""
 
 import os
+import tempfile
 
 # Must happen before jax is imported anywhere: sharding tests run on 8 fake devices.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache per test session (inherited by subprocess runs): the many
+# tiny runs that compile the same program (seeds, resumes, the pipeline's variants) compile it
+# once. A fresh folder each session, so nothing stale is ever read.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="fusionrs_jax_cc_"))
 
 import pytest
 
