@@ -8,6 +8,7 @@ from PIL import Image
 
 from fusionrs_jax.core import records
 from fusionrs_jax.data import input_pipeline as ip
+from tests.toy_tokenizer import train_toy_spm
 
 N = 24  # records in the "train" split (3 shards of 10, 10, 4)
 S, L = 16, 12  # image_size, text_len
@@ -62,27 +63,13 @@ def _record(i: int, rng: np.random.Generator, rgb=True, ir=True) -> records.Reco
 
 @pytest.fixture(scope="session")
 def data(tmp_path_factory):
-  import sentencepiece as spm
-
   root = tmp_path_factory.mktemp("pipeline")
   rng = np.random.default_rng(0)
   train = [_record(i, rng) for i in range(N)]
   records.write_split(train, str(root), "toy", "train", records_per_shard=10)
   records.write_split([_record(i, rng, ir=False) for i in range(4)], str(root), "toy", "rgbonly")
-  texts = root / "captions.txt"
-  texts.write_text("\n".join(c for r in train for c in r.captions + r.ir_captions))
-  spm.SentencePieceTrainer.train(
-    input=str(texts),
-    model_prefix=str(root / "spm"),
-    vocab_size=80,
-    model_type="unigram",
-    pad_id=0,
-    eos_id=1,
-    bos_id=2,
-    unk_id=3,
-    hard_vocab_limit=False,
-    minloglevel=2,
-  )
+  texts = [c for r in train for c in r.captions + r.ir_captions]
+  train_toy_spm(texts, str(root / "spm"), 80)
   return {"dir": str(root), "spm": str(root / "spm.model"), "train": train}
 
 

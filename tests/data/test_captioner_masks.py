@@ -5,12 +5,12 @@ import io
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 from PIL import Image
 
 from fusionrs_jax.core import records
 from fusionrs_jax.data import captioner as captioner_data
 from fusionrs_jax.data import input_pipeline as ip
+from tests.toy_tokenizer import train_toy_spm
 
 S = 16
 
@@ -43,21 +43,8 @@ def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("captioner_masks")
   recs = [_record(i) for i in range(6)]
   records.write_split(recs, str(root), "toy", "train")
-  texts = root / "texts.txt"
-  texts.write_text("\n".join(c for r in recs for c in r.captions + r.ir_captions))
-  spm.SentencePieceTrainer.train(
-    input=str(texts),
-    model_prefix=str(root / "spm"),
-    vocab_size=60,
-    model_type="unigram",
-    pad_id=0,
-    eos_id=1,
-    bos_id=2,
-    unk_id=3,
-    user_defined_symbols=[captioner_data.SEP_PIECE],
-    hard_vocab_limit=False,
-    minloglevel=2,
-  )
+  texts = [c for r in recs for c in r.captions + r.ir_captions]
+  train_toy_spm(texts, str(root / "spm"), 60, [captioner_data.SEP_PIECE])
   return str(root), str(root / "spm.model")
 
 
