@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import unicodedata
 
+from data_prep.ingest.inputs import ItemRejected
+
 # Unicode categories removed from captions: Cc controls (NUL, BEL, ESC, ...) and Cf format
 # characters (zero-width space/joiners, BOM, bidi overrides such as U+202E).
 REMOVED_CATEGORIES = ("Cc", "Cf")
@@ -29,14 +31,8 @@ class CaptionRules:
       )
 
 
-class CaptionRejected(Exception):
-  def __init__(self, reason: str, detail: str):
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-    self.detail = detail
-
-  def __reduce__(self):  # pickled with its fields (Beam, worker processes)
-    return (type(self), (self.reason, self.detail))
+class CaptionRejected(ItemRejected):
+  """A caption that cannot be used (its reason goes to rejects.jsonl like an item's)."""
 
 
 def _without_invisibles(text: str) -> str:

@@ -304,24 +304,6 @@ def _projector_rows():
   ]
 
 
-def _check_act(name, act):
-  if act not in ("gelu_pytorch_tanh", "gelu_fast", "gelu_new"):
-    raise ValueError(f"{name} activation {act!r} unsupported (tanh-approximated GELU only)")
-
-
-def vision_hp_from_hf(v) -> dict:
-  """A transformers SiglipVisionConfig -> our ViT hyperparameters (`Captioner.vision_hp`)."""
-  _check_act("vision", v.hidden_act)
-  return {
-    "image_size": v.image_size,
-    "patch_size": v.patch_size,
-    "width": v.hidden_size,
-    "depth": v.num_hidden_layers,
-    "mlp_dim": v.intermediate_size,
-    "num_heads": v.num_attention_heads,
-  }
-
-
 def hp_from_hf_config(config) -> tuple[dict, dict]:
   """PaliGemmaConfig -> (vision_hp, llm_hp) of the matching `Captioner`."""
   t = config.text_config
@@ -329,7 +311,7 @@ def hp_from_hf_config(config) -> tuple[dict, dict]:
     raise ValueError(
       f"text model {t.model_type!r} unsupported: the captioner's decoder is Gemma (PaliGemma 1)"
     )
-  _check_act("text", getattr(t, "hidden_activation", None) or t.hidden_act)
+  hf_siglip.check_activation("text", getattr(t, "hidden_activation", None) or t.hidden_act)
   # Our Gemma's fixed constants (gemma.RMS_EPS, apply_rope's base); transformers 5 keeps the
   # RoPE base in rope_parameters, older versions in rope_theta.
   rope = getattr(t, "rope_theta", None) or (getattr(t, "rope_parameters", None) or {}).get(
@@ -350,7 +332,7 @@ def hp_from_hf_config(config) -> tuple[dict, dict]:
     "num_kv_heads": t.num_key_value_heads,
     "head_dim": t.head_dim,
   }
-  return vision_hp_from_hf(config.vision_config), llm
+  return hf_siglip.vision_hp_from_hf(config.vision_config), llm
 
 
 def load_hf_paligemma(model_dir: str) -> tuple[dict, dict, dict]:
@@ -390,7 +372,7 @@ def load_hf_vision_tower(model_dir: str) -> tuple[dict, dict]:
       f"{' / '.join(VISION_PREFIXES)} folder"
     )
   config = hf_io.read_config(model_dir)
-  vision_hp = vision_hp_from_hf(getattr(config, "vision_config", config))
+  vision_hp = hf_siglip.vision_hp_from_hf(getattr(config, "vision_config", config))
   prefix = VISION_PREFIXES[kind]
   if kind == "paligemma":
     keep = lambda k: "vision_tower" in k

@@ -280,14 +280,18 @@ def hf_siglip_config(hp: dict):
   return SiglipConfig(text_config=text, vision_config=hf_vision_config(hp).to_dict())
 
 
-def hp_from_hf_config(config) -> dict:
-  """transformers `SiglipConfig` -> our hyperparameter dict (`SigLIP` constructor keys)."""
-  v, t = config.vision_config, config.text_config
-  if t.projection_size != v.hidden_size:
-    raise ValueError(f"text projection_size {t.projection_size} != vision width {v.hidden_size}")
-  for name, c in (("vision", v), ("text", t)):
-    if c.hidden_act != "gelu_pytorch_tanh":
-      raise ValueError(f"{name} hidden_act {c.hidden_act!r} unsupported (gelu_pytorch_tanh)")
+# transformers' names of the tanh-approximated GELU our towers compute.
+TANH_GELUS = ("gelu_pytorch_tanh", "gelu_fast", "gelu_new")
+
+
+def check_activation(name: str, act) -> None:
+  if act not in TANH_GELUS:
+    raise ValueError(f"{name} activation {act!r} unsupported (tanh-approximated GELU only)")
+
+
+def vision_hp_from_hf(v) -> dict:
+  """A transformers SiglipVisionConfig -> our ViT hyperparameters (`Captioner.vision_hp`)."""
+  check_activation("vision", v.hidden_act)
   return {
     "image_size": v.image_size,
     "patch_size": v.patch_size,
@@ -295,6 +299,17 @@ def hp_from_hf_config(config) -> dict:
     "depth": v.num_hidden_layers,
     "mlp_dim": v.intermediate_size,
     "num_heads": v.num_attention_heads,
+  }
+
+
+def hp_from_hf_config(config) -> dict:
+  """transformers `SiglipConfig` -> our hyperparameter dict (`SigLIP` constructor keys)."""
+  v, t = config.vision_config, config.text_config
+  if t.projection_size != v.hidden_size:
+    raise ValueError(f"text projection_size {t.projection_size} != vision width {v.hidden_size}")
+  check_activation("text", t.hidden_act)
+  return {
+    **vision_hp_from_hf(v),
     "text_width": t.hidden_size,
     "text_depth": t.num_hidden_layers,
     "text_mlp_dim": t.intermediate_size,
