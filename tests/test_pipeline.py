@@ -158,8 +158,8 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   names = [s.name for s in pipe.stages()]
   assert list(finished) == names
   # 7 data stages (with HIT-UAV's box captions), 3 variants x 2 seeds x (train + presence),
-  # 3 inputs + scene encoder, 3 thermal arms x 1 seed x (train + presence).
-  assert len(names) == 7 + 12 + 4 + 6
+  # (3 inputs + scene encoder) x 2 seeds, 3 thermal arms x 1 seed x (train + presence).
+  assert len(names) == 7 + 12 + 8 + 6
   assert finished["ingest_ucm"]["result"]["splits"] == {"train": 8, "val": 4, "test": 4}
   assert finished["translate"]["result"]["translated"] == 16
   summary = json.load(open(os.path.join(c.results, "summary.json")))
@@ -175,7 +175,11 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
     "captioner_ir",
     "captioner_rgb_ir_scene_encoder",
   }
+  for row in summary["captioning"].values():
+    assert row["seeds"] == 2 and len(row["ir_caption/CIDEr-D"]["per_seed"]) == 2
   assert {cl["claim"] for cl in summary["claims"]} == {1, 2, 3, 4}
+  # Two captioner seeds per side: claim 3 has a noise estimate.
+  assert all(cl["noise"] is not None for cl in summary["claims"] if cl["claim"] == 3)
   # The real-thermal arms: HIT-UAV train got captions from its boxes; each arm is scored.
   hit = finished["hit_uav_captions"]["result"]["splits"]
   assert hit["train"]["records"] == 6 and hit["train"]["ir_captions"] > 0
@@ -195,7 +199,17 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   page = open(os.path.join(c.docs, "RESULTS.md")).read()
   assert "## The four claims" in page and "| total" in page.replace("**", "")
   assert "Can the test be passed?" in page and "## Real thermal" in page
-  for fig in ("translation_grid.png", "retrieval.png", "caption_pairs.png"):
+  assert "against a budget of 90m00s" in page and "| ir_brightness |" in page
+  figs = (
+    "translation_grid.png",
+    "retrieval.png",
+    "caption_pairs.png",
+    "loss_curves.png",
+    "presence_roc.png",
+    "thermal_roc.png",
+  )
+  for fig in figs:
+    assert f"](results/{fig})" in page
     assert os.path.getsize(os.path.join(c.docs, "results", fig)) > 0
   for name in names:
     assert os.path.exists(os.path.join(c.results, f"{name}.json"))
@@ -238,7 +252,7 @@ def test_cli_lists_stages_and_names_a_missing_source_in_one_line(tmp_path):
     "hit_uav_captions",
     "tokenizer",
   ]
-  assert "siglip_rgb_only_s1" in names and "captioner_ir" in names
+  assert "siglip_rgb_only_s1" in names and "captioner_ir_s1" in names
   failed = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert failed.returncode == 2
   last = failed.stderr.strip().splitlines()[-1]

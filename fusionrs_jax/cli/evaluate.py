@@ -12,6 +12,7 @@ A user mistake (no such run folder, no dataset, unknown task) is one line on std
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags, logging
 
-from fusionrs_jax.core import checkpoint, command, records, sharding
+from fusionrs_jax.core import checkpoint, command, fs, records, sharding
 from fusionrs_jax.data import input_pipeline
 from fusionrs_jax.evaluators import captioning, presence, retrieval
 from fusionrs_jax.models import siglip
@@ -49,9 +50,11 @@ def presence_of_run(
   modality: str = "ir",
   step: int | None = None,
   batch_size: int = 64,
+  scores_path: str | None = None,
 ) -> dict[str, float]:
   """Presence metrics of a SigLIP run folder's newest (or given) checkpoint on the
-  `modality` images of `data_dir:split`."""
+  `modality` images of `data_dir:split`; `scores_path` (.npz, written atomically) keeps the
+  per-image scores and labels."""
   if step is None:
     step, _ = checkpoint.run_params(workdir)
   config, model, params = checkpoint.load_run(workdir, siglip.from_config, step)
@@ -76,6 +79,7 @@ def presence_of_run(
   embed_images, embed_texts = siglip.make_embed_fns(model, mesh)
   n_shards = sharding.num_batch_shards(mesh)
   bs = -(-batch_size // n_shards) * n_shards
+  sink: dict[str, np.ndarray] = {}
   with sharding.activate(mesh):
     out = presence.evaluate(
       lambda x: retrieval.batched(lambda c: embed_images(params, c, modality), x, bs),
@@ -84,7 +88,12 @@ def presence_of_run(
       ),
       recs,
       np.stack(images),
+      scores_sink=sink,
     )
+  if scores_path:
+    buf = io.BytesIO()
+    np.savez(buf, **sink)
+    fs.write_bytes(scores_path, buf.getvalue())
   out["step"] = float(step)
   names = list(presence.CLASSES)
   out["image_size"], out["patch_size"] = float(model.image_size), float(model.patch_size)

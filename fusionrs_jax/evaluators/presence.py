@@ -153,14 +153,21 @@ def evaluate(
   classes: dict[str, str] = CLASSES,
   with_prompt: str = WITH_PROMPT,
   without_prompt: str = WITHOUT_PROMPT,
+  scores_sink: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
-  """Flat metrics `{class}/{metric}` plus `mean/{auc,balanced_acc}` over classes."""
+  """Flat metrics `{class}/{metric}` plus `mean/{auc,balanced_acc}` over classes.
+  `scores_sink`, when given, receives the per-image scores [N, C], the labels [N, C] and the
+  class names (for ROC curves)."""
   names = list(classes)
   labels = presence_labels(recs, names)
   img = embed_images(images)
   w = embed_texts([with_prompt.format(classes[c]) for c in names])
   wo = embed_texts([without_prompt.format(classes[c]) for c in names])
   scores = presence_scores(img, w, wo)
+  if scores_sink is not None:
+    scores_sink.update(
+      scores=np.asarray(scores), labels=np.asarray(labels), classes=np.array(names)
+    )
   out: dict[str, float] = {"images": float(len(recs))}
   for i, name in enumerate(names):
     out.update({f"{name}/{k}": v for k, v in class_metrics(scores[:, i], labels[:, i]).items()})

@@ -16,8 +16,8 @@ from PIL import Image
 
 from fusionrs_jax.core import fs, metrics, records
 from fusionrs_jax.evaluators import retrieval as retrieval_eval
+from fusionrs_jax.pipeline import plots, thermal
 from fusionrs_jax.pipeline import stats as pipeline
-from fusionrs_jax.pipeline import thermal
 
 CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 PRESENCE_CLASSES = ("Person", "Car", "Bicycle")
@@ -75,24 +75,36 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
   out["retrieval"], out["presence"] = retrieval, presence
 
   captioning = {}
-  for name, inputs, enc in pipe.captioner_runs():
-    r = _result(finished, name)
-    if not r:
-      continue
-    row = {"inputs": inputs, "encoder": enc}
-    # METEOR is Meteor 1.5 when pycocoevalcap + Java ran it, else the exact-match stand-in.
-    row["meteor"] = "Meteor 1.5" if "caption/METEOR" in r else "exact-match approximation"
-    for task in ("caption", "ir_caption"):
-      row.update(
-        {f"{task}/{m}": r.get(f"{task}/{m}", r.get(f"{task}/{m}-exact")) for m in CAPTION_METRICS}
-      )
-    row["answers/exact_match"] = r.get("answers/exact_match")
-    row["answers/token_f1"] = r.get("answers/token_f1")
-    captioning[name] = row
+  seeds_of = {}
+  for name, inputs, enc, seed in pipe.captioner_runs():
+    base = name.removesuffix(f"_s{seed}")
+    if _result(finished, name):
+      seeds_of.setdefault(base, (inputs, enc, []))[2].append(_result(finished, name))
+  for base, (inputs, enc, runs) in seeds_of.items():
+    captioning[base] = _captioner_row(inputs, enc, runs)
   out["captioning"] = captioning
   out["thermal"] = thermal.summary(pipe, finished)
   out["claims"] = claims(retrieval, presence, captioning) + thermal.claims(out["thermal"])
   return out
+
+
+def _captioner_row(inputs: str, encoder: str, runs: list[dict]) -> dict[str, Any]:
+  """One captioner's metrics over its seeds, each as {per_seed, mean, std}."""
+  r0 = runs[0]
+  # METEOR is Meteor 1.5 when pycocoevalcap + Java ran it, else the exact-match stand-in.
+  row: dict[str, Any] = {
+    "inputs": inputs,
+    "encoder": encoder,
+    "seeds": len(runs),
+    "meteor": "Meteor 1.5" if "caption/METEOR" in r0 else "exact-match approximation",
+  }
+  keys = {f"{t}/{m}": None for t in ("caption", "ir_caption") for m in CAPTION_METRICS}
+  keys.update({"answers/exact_match": None, "answers/token_f1": None})
+  for key in keys:
+    vals = [r.get(key, r.get(f"{key}-exact")) for r in runs]
+    if all(v is not None for v in vals):
+      row[key] = {"per_seed": vals, **dict(zip(("mean", "std"), pipeline.mean_std(vals)))}
+  return row
 
 
 def _seed_table(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
@@ -181,9 +193,9 @@ def claims(retrieval: dict, presence: dict, captioning: dict) -> list[dict[str, 
       2,
       "IR-aware captioning CIDEr-D (rgb_ir captioner; encoder from each SigLIP)",
       "trimodal encoder",
-      a["ir_caption/CIDEr-D"],
+      a["ir_caption/CIDEr-D"]["per_seed"],
       "scene_captions encoder",
-      b["ir_caption/CIDEr-D"],
+      b["ir_caption/CIDEr-D"]["per_seed"],
     )
   a, b = captioning.get("captioner_rgb_ir"), captioning.get("captioner_rgb")
   if a and b:
@@ -192,9 +204,9 @@ def claims(retrieval: dict, presence: dict, captioning: dict) -> list[dict[str, 
         3,
         f"IR-aware captioning {m}",
         "rgb_ir captioner",
-        a[f"ir_caption/{m}"],
+        a[f"ir_caption/{m}"]["per_seed"],
         "rgb captioner",
-        b[f"ir_caption/{m}"],
+        b[f"ir_caption/{m}"]["per_seed"],
       )
   trimodal_auc = _vals(presence, "trimodal", "mean/auc")
   if trimodal_auc:
@@ -237,19 +249,49 @@ def figures(pipe, summary: dict, fig_dir: str) -> dict[str, str]:
     with Image.open(io.BytesIO(fs.read_bytes(grids[-1]))) as im:
       im.save(out["translation"])
   if summary["retrieval"]:
-    values = {}
-    for key in ("IR->text", "text->IR", "IR<->IR-aware", "mR"):
-      for v, table in summary["retrieval"].items():
-        values[f"{key} {v}"[:34]] = table[key]["mean"]
-    out["retrieval"] = _save_png(
-      metrics.bar_chart(
-        values,
-        "retrieval, own captions as positives, mean over seeds (R@1/5/10 averaged)",
-        width=640,
-        label_width=250,
-      ),
+    out["retrieval"] = plots.grouped_bars(
+      summary["retrieval"],
+      list(next(iter(summary["retrieval"].values()))),
       os.path.join(fig_dir, "retrieval.png"),
+      "UCM test retrieval, own captions as positives (bars: mean over seeds, "
+      "error bars: std, dots: seeds)",
+      "mean R@1/5/10",
     )
+  panels = {
+    "SigLIP variants (64 px)": _metric_rows(
+      pipe, [pipe.siglip_name(v, sd) for v in pipe.c.siglip.variants for sd in pipe.seeds()]
+    ),
+    "captioners": _metric_rows(pipe, [name for name, *_ in pipe.captioner_runs()]),
+    "real-thermal arms": _metric_rows(
+      pipe,
+      [
+        pipe.thermal_name(arm, sd)
+        for arm in pipe.c.thermal.arms
+        for sd in range(int(pipe.c.thermal.seeds))
+      ],
+    ),
+  }
+  if any(panels.values()):
+    out["loss"] = plots.loss_curves(panels, os.path.join(fig_dir, "loss_curves.png"))
+  for fig, groups, title in (
+    (
+      "presence_roc",
+      {v: [pipe.siglip_name(v, sd) for sd in pipe.seeds()] for v in pipe.c.siglip.variants},
+      "HIT-UAV val presence ROC, SigLIP trained on UCM (one curve per seed)",
+    ),
+    (
+      "thermal_roc",
+      {
+        arm: [pipe.thermal_name(arm, sd) for sd in range(int(pipe.c.thermal.seeds))]
+        for arm in pipe.c.thermal.arms
+      },
+      "HIT-UAV val presence ROC, translated vs real vs mixed training (one curve per seed)",
+    ),
+  ):
+    saved = {g: _presence_scores(pipe, runs) for g, runs in groups.items()}
+    saved = {g: v for g, v in saved.items() if v}
+    if saved:
+      out[fig] = plots.presence_roc(saved, os.path.join(fig_dir, f"{fig}.png"), title)
   samples = _caption_samples(pipe)
   if samples:
     ids = list(dict.fromkeys(r["record_id"] for r in samples))[:4]
@@ -260,7 +302,28 @@ def figures(pipe, summary: dict, fig_dir: str) -> dict[str, str]:
   return out
 
 
-def _caption_samples(pipe, name: str = "captioner_rgb_ir") -> list[dict]:
+def _metric_rows(pipe, runs: list[str]) -> dict[str, list[dict]]:
+  """{run: its metrics.jsonl rows} for the runs whose folder has one."""
+  out = {}
+  for run in runs:
+    path = fs.join(pipe.workdir(run), "metrics.jsonl")
+    if fs.exists(path):
+      out[run] = metrics.read_jsonl(path)
+  return out
+
+
+def _presence_scores(pipe, runs: list[str]) -> list[dict[str, np.ndarray]]:
+  """The saved presence scores (see Pipeline.presence) of each run that has them."""
+  out = []
+  for run in runs:
+    path = fs.join(pipe.workdir(run), f"presence_{pipe.c.presence_split}_scores.npz")
+    if fs.exists(path):
+      with np.load(io.BytesIO(fs.read_bytes(path))) as z:
+        out.append({k: z[k] for k in z.files})
+  return out
+
+
+def _caption_samples(pipe, name: str = "captioner_rgb_ir_s0") -> list[dict]:
   files = fs.glob(fs.join(pipe.workdir(name), "samples", "step_*.jsonl"))
   if not files:
     return []
@@ -342,7 +405,8 @@ def _claims_section(summary: dict) -> list[str]:
     (
       "A comparison 'holds' when the difference of means exceeds two standard errors of the "
       "difference over seeds, 'within noise' when it does not, 'reversed' when it is "
-      "significant the other way. Captioner runs use one seed: no noise estimate."
+      "significant the other way. With one seed per side there is no noise estimate and "
+      "the verdict says so."
     ),
     "",
     "| claim | measure | a | b | a | b | a − b | verdict |",
@@ -428,7 +492,7 @@ def _retrieval_section(summary: dict, figs: dict[str, str], rel) -> list[str]:
   return lines
 
 
-def _presence_section(summary: dict) -> list[str]:
+def _presence_section(summary: dict, figs: dict[str, str] | None = None, rel=None) -> list[str]:
   if not summary["presence"]:
     return []
   lines = [
@@ -477,14 +541,17 @@ def _presence_section(summary: dict) -> list[str]:
       text + ". A class the captions never name, or smaller than a patch, is not "
       "a fair test of transfer.",
     ]
+  if figs and "presence_roc" in figs:
+    lines += ["", f"![presence ROC]({rel(figs['presence_roc'])})"]
   return lines + [""]
 
 
 def _captioning_section(summary: dict, figs: dict[str, str], samples: list[dict], rel) -> list[str]:
   lines = []
   if summary["captioning"]:
+    n = sorted({r["seeds"] for r in summary["captioning"].values()})
     lines += [
-      "## Captioning (UCM test, one seed per run)",
+      f"## Captioning (UCM test, mean ± std over {'/'.join(map(str, n))} seed(s) per run)",
       "",
       (
         "BLEU-4, ROUGE-L and CIDEr-D are this project's implementations of coco-caption's "
@@ -492,7 +559,8 @@ def _captioning_section(summary: dict, figs: dict[str, str], samples: list[dict]
         + ", ".join(sorted({r["meteor"] for r in summary["captioning"].values()}))
         + " (Meteor 1.5 is the coco-caption jar; the exact-match approximation reads "
         "much higher and is not comparable to published METEOR). Answers = exact "
-        "match over all instruction items."
+        "match over all instruction items. Captioner seed s starts from the frozen image "
+        "encoder of SigLIP seed s."
       ),
       "",
       "| run | inputs | encoder | scene "
@@ -502,35 +570,60 @@ def _captioning_section(summary: dict, figs: dict[str, str], samples: list[dict]
       + " | answers exact match | answers token F1 |",
       "|---" * 13 + "|",
     ]
+    cell = lambda e: "-" if not e else _pm(e, digits=3)
     for name, r in summary["captioning"].items():
       lines.append(
         f"| {name} | {r['inputs']} | {r['encoder']} | "
-        + " | ".join(_num(r[f"caption/{m}"]) for m in CAPTION_METRICS)
+        + " | ".join(cell(r.get(f"caption/{m}")) for m in CAPTION_METRICS)
         + " | "
-        + " | ".join(_num(r[f"ir_caption/{m}"]) for m in CAPTION_METRICS)
+        + " | ".join(cell(r.get(f"ir_caption/{m}")) for m in CAPTION_METRICS)
         + " | "
-        f"{_num(r['answers/exact_match'])} | {_num(r['answers/token_f1'])} |"
+        f"{cell(r.get('answers/exact_match'))} | {cell(r.get('answers/token_f1'))} |"
       )
     lines.append("")
   if samples:
-    ids = list(dict.fromkeys(r["record_id"] for r in samples))[:4]
-    lines += ["### Samples of the rgb_ir captioner", ""]
-    if "caption_pairs" in figs:
-      lines += [
-        f"![RGB | translated IR]({rel(figs['caption_pairs'])})",
-        "",
-        "Rows top to bottom are the records below (RGB | translated IR).",
-        "",
-      ]
-    lines += ["| record | task | prediction | first reference |", "|---|---|---|---|"]
-    for row in samples:
-      if row["record_id"] in ids and row["task"] in ("caption", "ir_caption"):
-        lines.append(
-          f"| {row['record_id']} | {row['task']} | {_cell(row['prediction'])} | "
-          f"{_cell(row['references'][0])} |"
-        )
-    lines.append("")
+    lines += _samples_table(samples, figs, rel)
   return lines
+
+
+# Sample tasks shown in RESULTS.md, in this order (one row per record and task).
+SAMPLE_TASKS = (
+  "caption",
+  "ir_caption",
+  "describe_ir",
+  "ir_brightness",
+  "ir_contrast",
+  "object_presence",
+  "compare_views",
+)
+
+
+def _samples_table(samples: list[dict], figs: dict[str, str], rel) -> list[str]:
+  """Predictions of the rgb_ir captioner (seed 0) on the first test records of its newest
+  sample page: scene and IR-aware captions, then one instruction of each kind."""
+  ids = list(dict.fromkeys(r["record_id"] for r in samples))[:4]
+  lines = ["### Samples of the rgb_ir captioner (seed 0)", ""]
+  if "caption_pairs" in figs:
+    lines += [
+      f"![RGB | translated IR]({rel(figs['caption_pairs'])})",
+      "",
+      "Rows top to bottom are the records below (RGB | translated IR).",
+      "",
+    ]
+  lines += [
+    "| record | task | prompt | prediction | first reference |",
+    "|---|---|---|---|---|",
+  ]
+  rank = {t: i for i, t in enumerate(SAMPLE_TASKS)}
+  rows = [r for r in samples if r["record_id"] in ids and r["task"] in rank]
+  rows.sort(key=lambda r: (ids.index(r["record_id"]), rank[r["task"]]))
+  for row in rows:
+    prompt = row.get("prompt", "") if row["task"] not in ("caption", "ir_caption") else ""
+    lines.append(
+      f"| {row['record_id']} | {row['task']} | {_cell(prompt)} | {_cell(row['prediction'])} | "
+      f"{_cell((row.get('references') or [''])[0])} |"
+    )
+  return lines + [""]
 
 
 def _translation_section(summary: dict, figs: dict[str, str], rel) -> list[str]:
@@ -583,10 +676,85 @@ def _data_and_time_section(summary: dict) -> list[str]:
       f"- Translation: {tr.get('translated')} of {tr.get('records')} images "
       f"translated in {tr.get('seconds')} s."
     )
-  lines += ["", "## Time per stage", "", "| stage | time |", "|---|---|"]
-  for name, secs in summary["stage_seconds"].items():
-    lines.append(f"| {name} | {_duration(secs)} |")
-  return lines + [f"| **total** | **{_duration(summary['total_seconds'])}** |", ""]
+  return lines + [""] + _time_section(summary)
+
+
+# Stage families of the time table: (title, stage-name prefixes, part of the cpu profile?).
+STAGE_FAMILIES = (
+  (
+    "data: ingest, translator, translation, captions, tokenizer",
+    ("ingest_", "translat", "ir_captions", "tokenizer"),
+    True,
+  ),
+  ("HIT-UAV box-grounded captions", ("hit_uav_captions",), False),
+  (
+    "SigLIP variants + presence",
+    ("siglip_", "presence_trimodal", "presence_scene", "presence_rgb"),
+    True,
+  ),
+  ("captioners", ("captioner_",), True),
+  ("real-thermal arms + presence", ("thermal_", "presence_thermal_"), False),
+)
+# The cpu profile's stages must fit this budget on the 2-core reference machine.
+CPU_BUDGET_SECONDS = 90 * 60
+
+
+def _family(stage: str) -> int:
+  for i, (_, prefixes, _) in enumerate(STAGE_FAMILIES):
+    if stage.startswith(prefixes):
+      return i
+  return len(STAGE_FAMILIES)
+
+
+def _time_section(summary: dict) -> list[str]:
+  """Where the time goes: per family (with the cpu profile's budget), then per stage."""
+  secs = summary["stage_seconds"]
+  fam: dict[int, list[float]] = {}
+  for name, t in secs.items():
+    fam.setdefault(_family(name), []).append(t)
+  lines = [
+    "## Time",
+    "",
+    "| stage family | stages | time | share |",
+    "|---|---|---|---|",
+  ]
+  total = max(summary["total_seconds"], 1e-9)
+  for i in sorted(fam):
+    title = STAGE_FAMILIES[i][0] if i < len(STAGE_FAMILIES) else "other"
+    t = sum(fam[i])
+    lines.append(f"| {title} | {len(fam[i])} | {_duration(t)} | {100 * t / total:.0f}% |")
+  cpu = sum(
+    t for n, t in secs.items() if _family(n) < len(STAGE_FAMILIES) and STAGE_FAMILIES[_family(n)][2]
+  )
+  lines += [
+    f"| **total** | **{len(secs)}** | **{_duration(summary['total_seconds'])}** | |",
+    "",
+    (
+      f"The cpu profile's stages (everything but the HIT-UAV captions and the real-thermal "
+      f"arms) took {_duration(cpu)} against a budget of {_duration(CPU_BUDGET_SECONDS)}"
+      + (" (within budget)." if cpu <= CPU_BUDGET_SECONDS else " (OVER budget).")
+    ),
+    "",
+    "<details><summary>Time per stage</summary>",
+    "",
+    "| stage | time |",
+    "|---|---|",
+  ]
+  lines += [f"| {name} | {_duration(t)} |" for name, t in secs.items()]
+  return lines + ["", "</details>", ""]
+
+
+def _curves_section(figs: dict[str, str], rel) -> list[str]:
+  if "loss" not in figs:
+    return []
+  return [
+    "## Training curves",
+    "",
+    "Train loss per run (moving average over 10 logged steps; seeds of a run share a color).",
+    "",
+    f"![training loss]({rel(figs['loss'])})",
+    "",
+  ]
 
 
 def markdown(pipe, summary: dict, figs: dict[str, str], samples: list[dict]) -> str:
@@ -596,9 +764,12 @@ def markdown(pipe, summary: dict, figs: dict[str, str], samples: list[dict]) -> 
     _header(pipe, summary)
     + _claims_section(summary)
     + _retrieval_section(summary, figs, rel)
-    + _presence_section(summary)
-    + thermal.section(summary.get("thermal") or {})
+    + _presence_section(summary, figs, rel)
+    + thermal.section(
+      summary.get("thermal") or {}, rel(figs["thermal_roc"]) if "thermal_roc" in figs else None
+    )
     + _captioning_section(summary, figs, samples, rel)
+    + _curves_section(figs, rel)
     + _translation_section(summary, figs, rel)
     + _data_and_time_section(summary)
   )

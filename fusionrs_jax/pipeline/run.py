@@ -114,10 +114,10 @@ class Pipeline:
   def thermal_name(self, arm: str, seed: int) -> str:
     return f"thermal_{arm}_s{seed}"
 
-  def captioner_runs(self) -> list[tuple[str, str, str]]:
-    """(stage name, inputs, SigLIP variant of the encoder) per captioner run: one per
-    `inputs` on the main encoder, plus rgb_ir on the scene-caption SigLIP when that variant
-    runs (does aligning IR to IR-aware captions help IR captioning downstream?)."""
+  def captioner_base_runs(self) -> list[tuple[str, str, str]]:
+    """(run name, inputs, SigLIP variant of the encoder) per captioner: one per `inputs` on
+    the main encoder, plus rgb_ir on the scene-caption SigLIP when that variant runs (does
+    aligning IR to IR-aware captions help IR captioning downstream?)."""
     enc = self.c.captioner.encoder_from
     runs = [(f"captioner_{inp}", inp, enc) for inp in self.c.captioner.inputs]
     if (
@@ -127,6 +127,14 @@ class Pipeline:
     ):
       runs.append(("captioner_rgb_ir_scene_encoder", "rgb_ir", "scene_captions"))
     return runs
+
+  def captioner_runs(self) -> list[tuple[str, str, str, int]]:
+    """(stage name `<run>_s<seed>`, inputs, encoder variant, seed) per captioner seed."""
+    return [
+      (f"{name}_s{seed}", inputs, enc, seed)
+      for name, inputs, enc in self.captioner_base_runs()
+      for seed in range(int(self.c.captioner.seeds))
+    ]
 
   # ------------------------------------------------------------------ stages
   def stages(self) -> list[Stage]:
@@ -145,8 +153,10 @@ class Pipeline:
         name = self.siglip_name(variant, seed)
         s.append(Stage(name, lambda v=variant, sd=seed: self.train_siglip(v, sd)))
         s.append(Stage(f"presence_{variant}_s{seed}", lambda n=name: self.presence(n)))
-    for name, inputs, enc in self.captioner_runs():
-      s.append(Stage(name, lambda n=name, i=inputs, e=enc: self.train_captioner(n, i, e)))
+    for name, inputs, enc, seed in self.captioner_runs():
+      s.append(
+        Stage(name, lambda n=name, i=inputs, e=enc, sd=seed: self.train_captioner(n, i, e, sd))
+      )
     for arm in self.c.thermal.arms:
       for seed in range(int(self.c.thermal.seeds)):
         name = self.thermal_name(arm, seed)
@@ -256,9 +266,12 @@ class Pipeline:
     return train(c, self.workdir(self.siglip_name(variant, seed)))
 
   def train_thermal(self, arm: str, seed: int) -> dict:
-    """A trimodal SigLIP at thermal.image_size on the arm's data; records without RGB (real
-    thermal) are masked out of the RGB pairs. Retrieval evals read the UCM test split."""
-    c = _load_experiment("siglip_ir", f"{self.c.thermal.siglip_arg},variant=trimodal")
+    """A SigLIP of variant thermal.variant at thermal.image_size on the arm's data; records
+    without RGB (real thermal) are masked out of any RGB pairs. Retrieval evals read the UCM
+    test split."""
+    c = _load_experiment(
+      "siglip_ir", f"{self.c.thermal.siglip_arg},variant={self.c.thermal.variant}"
+    )
     folders = {
       "translated": [self.dataset("ucm_ir")],
       "real": [self.dataset("hit_uav_ir")],
@@ -276,12 +289,22 @@ class Pipeline:
     return train(c, self.workdir(self.thermal_name(arm, seed)))
 
   def presence(self, siglip_run: str) -> dict:
+    """Presence metrics; the per-image scores go to `<run>/presence_<split>_scores.npz` (the
+    report's ROC curves)."""
+    workdir = self.workdir(siglip_run)
+    split = self.c.presence_split
     return evaluate.presence_of_run(
-      self.workdir(siglip_run), self.dataset("hit_uav"), self.c.presence_split
+      workdir,
+      self.dataset("hit_uav"),
+      split,
+      scores_path=os.path.join(workdir, f"presence_{split}_scores.npz"),
     )
 
-  def train_captioner(self, name: str, inputs: str, encoder_variant: str) -> dict:
-    encoder_run = self.workdir(self.siglip_name(encoder_variant, 0))
+  def train_captioner(self, name: str, inputs: str, encoder_variant: str, seed: int) -> dict:
+    """Captioner seed s starts from the encoder of SigLIP seed s (the last SigLIP seed when
+    there are fewer), so its noise includes the encoder's."""
+    encoder_seed = min(seed, len(self.seeds()) - 1)
+    encoder_run = self.workdir(self.siglip_name(encoder_variant, encoder_seed))
     encoder_preset = checkpoint.read_run_config(encoder_run).model.preset
     c = _load_experiment("captioner_dual", f"{self.c.captioner.arg},inputs={inputs}")
     c.data.dir = self.dataset("ucm_ir")
@@ -291,6 +314,7 @@ class Pipeline:
     c.model.image_encoder_init = fs.join(encoder_run, "checkpoints")
     c.model.freeze_image_encoder = bool(self.c.captioner.freeze_image_encoder)
     c.eval.max_records = int(self.c.captioner.eval_max_records)
+    c.seed = seed
     _set_steps(c, self.c.captioner.steps, evals=1)
     return train(c, self.workdir(name))
 

@@ -51,6 +51,7 @@ def summary(pipe, finished: dict) -> dict[str, Any]:
       if vals:
         table[key] = {"per_seed": vals, **dict(zip(("mean", "std"), pipeline.mean_std(vals)))}
     table.update({k: runs[0][k] for k in FACTS if k in runs[0]})
+    table["variant"] = pipe.c.thermal.variant
     out[arm] = table
   return out
 
@@ -100,8 +101,9 @@ def _pm(entry: dict | None) -> str:
   return "-" if not entry else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
 
 
-def section(table: dict[str, Any]) -> list[str]:
-  """Markdown of the comparison; [] when no thermal arm ran."""
+def section(table: dict[str, Any], roc_figure: str | None = None) -> list[str]:
+  """Markdown of the comparison (with the ROC figure's relative path when drawn); [] when no
+  thermal arm ran."""
   if not table:
     return []
   first = next(iter(table.values()))
@@ -109,10 +111,10 @@ def section(table: dict[str, Any]) -> list[str]:
     "## Real thermal: translated vs real vs mixed training data (HIT-UAV val)",
     "",
     (
-      f"SigLIP trimodal at {first.get('image_size', 0):.0f} px (patch "
+      f"SigLIP {first.get('variant', 'trimodal')} at {first.get('image_size', 0):.0f} px (patch "
       f"{first.get('patch_size', 0):.0f} px), the same steps and batch for every arm, trained "
       "on: " + "; ".join(f"**{a}** = {ARM_TEXT[a]}" for a in table) + ". Real HIT-UAV "
-      "records have no RGB (masked out of the RGB pairs) and captions written from their "
+      "records have no RGB (left out of any RGB pair) and captions written from their "
       "boxes (counts and grid regions; never an object without a box). All arms are scored "
       "on the HIT-UAV val images, never seen in training."
     ),
@@ -149,4 +151,6 @@ def section(table: dict[str, Any]) -> list[str]:
       + ", ".join(f"{c} {first[f'{c}/median_box_px']:.1f} px" for c in CLASSES)
       + "."
     )
+  if roc_figure:
+    lines += ["", f"![real-thermal presence ROC]({roc_figure})"]
   return lines + [""]
