@@ -11,11 +11,11 @@ results/*.json and docs/RESULTS.md.
 Profiles through the config arg:
   cpu   (default) fits 90 min on a 2-core CPU: translator `small` 300 steps, SigLIP `mini`
         250 steps x 3 variants x 3 seeds, captioner `small` (frozen SigLIP-mini encoder)
-        200 steps x (3 inputs + the scene-caption encoder) x 2 seeds
+        150 steps x (3 inputs + the scene-caption encoder) x 2 seeds
   full  the same stages with each experiment file's own `small` presets and step counts
         (several hours here)
   thermal  the cpu profile plus claim 4 on REAL thermal images: an IR-text SigLIP `mini` at
-        128 px (HIT-UAV's median person ~4.8 px, car ~13 px, against 8 px patches), 150 steps,
+        128 px (HIT-UAV's median person ~4.8 px, car ~13 px, against 8 px patches), 100 steps,
         trained on (a) translated UCM IR, (b) real HIT-UAV train with box-grounded captions,
         (c) both mixed, 3 seeds each, scored zero-shot on HIT-UAV val (presence AUC, count
         buckets); about one hour on top of the cpu profile, in the same run folder
@@ -35,10 +35,10 @@ def _data_root() -> str:
 
 # profile -> translator (arg, steps), SigLIP (arg, steps), captioner (arg, steps), seeds
 PROFILES = {
-  "cpu": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250), ("size=small", 200), 3),
+  "cpu": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250), ("size=small", 150), 3),
   "full": (("size=small,variant=ucm_hituav", 0), ("size=small", 0), ("size=small", 0), 3),
   "tiny": (("size=tiny,variant=ucm_hituav", 4), ("size=tiny", 6), ("size=tiny", 4), 2),
-  "thermal": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250), ("size=small", 200), 3),
+  "thermal": (("size=small,variant=ucm_hituav", 300), ("size=mini", 250), ("size=small", 150), 3),
 }
 # Training data of the real-thermal comparison: the translated UCM pairs, real HIT-UAV train
 # (IR only, captions written from its boxes), or both.
@@ -105,7 +105,7 @@ def get_config(arg=None):
   c.thermal.image_size = 128
 
   if arg.profile == "thermal":
-    c.thermal.arms, c.thermal.steps = THERMAL_ARMS, 150
+    c.thermal.arms, c.thermal.steps = THERMAL_ARMS, 100
   if arg.profile == "tiny":
     c.vocab_size = 512
     c.translate_batch = 4
