@@ -11,7 +11,8 @@ results/*.json and docs/RESULTS.md.
 Profiles through the config arg:
   cpu   (default) fits 90 min on a 2-core CPU: translator `small` 300 steps, SigLIP `mini`
         250 steps x 3 variants x 3 seeds, captioner `small` (frozen SigLIP-mini encoder)
-        150 steps x (3 inputs + the scene-caption encoder) x 2 seeds
+        150 steps x (3 inputs + the scene-caption encoder), 2 seeds for claim 3's rgb_ir and
+        rgb runs
   full  the same stages with each experiment file's own `small` presets and step counts
         (several hours here)
   thermal  the cpu profile plus claim 4 on REAL thermal images: an IR-text SigLIP `mini` at
@@ -88,8 +89,10 @@ def get_config(arg=None):
   c.captioner.freeze_image_encoder = True
   # Instruction items scored per eval (0 = all ~1800 of the UCM test split).
   c.captioner.eval_max_records = 0
-  # Seeds per captioner run (claim 3's noise estimate needs at least 2).
+  # Seeds per captioner run (claim 3's noise estimate needs at least 2), given to the runs
+  # named in seeded_runs (empty = every run); the others train one seed.
   c.captioner.seeds = 2
+  c.captioner.seeded_runs = ("captioner_rgb_ir", "captioner_rgb")
 
   c.thermal = ml_collections.ConfigDict()
   # Arms of THERMAL_ARMS to train and score on HIT-UAV val; () = none.
@@ -110,4 +113,5 @@ def get_config(arg=None):
     c.vocab_size = 512
     c.translate_batch = 4
     c.thermal.arms, c.thermal.seeds, c.thermal.image_size = THERMAL_ARMS, 1, 32
+    c.captioner.seeded_runs = ()
   return c

@@ -281,3 +281,27 @@ def test_presence_section_explains_box_sizes_without_the_training_captions():
   )
   text = "\n".join(pipeline_report._presence_section({"presence": {"trimodal": row}}))
   assert "of the 100 training captions (scene + IR-aware) 0 name Person, 40 name Car" in text
+
+
+def test_captioner_seeds_go_to_the_seeded_runs_only():
+  from configs import pipeline_fusionrs
+
+  c = pipeline_fusionrs.get_config("profile=cpu")
+  names = [n for n, *_ in pipeline.Pipeline(c).captioner_runs()]
+  # Claim 3 compares rgb_ir with rgb: those get 2 seeds, the other runs one.
+  assert names == [
+    "captioner_rgb_ir_s0",
+    "captioner_rgb_ir_s1",
+    "captioner_rgb_s0",
+    "captioner_rgb_s1",
+    "captioner_ir_s0",
+    "captioner_rgb_ir_scene_encoder_s0",
+  ]
+  c.captioner.seeded_runs, c.captioner.seeds = (), 3
+  runs = pipeline.Pipeline(c).captioner_runs()
+  assert len(runs) == 4 * 3 and runs[-1] == (
+    "captioner_rgb_ir_scene_encoder_s2",
+    "rgb_ir",
+    "scene_captions",
+    2,
+  )

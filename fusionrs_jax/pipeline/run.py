@@ -129,12 +129,14 @@ class Pipeline:
     return runs
 
   def captioner_runs(self) -> list[tuple[str, str, str, int]]:
-    """(stage name `<run>_s<seed>`, inputs, encoder variant, seed) per captioner seed."""
-    return [
-      (f"{name}_s{seed}", inputs, enc, seed)
-      for name, inputs, enc in self.captioner_base_runs()
-      for seed in range(int(self.c.captioner.seeds))
-    ]
+    """(stage name `<run>_s<seed>`, inputs, encoder variant, seed) per captioner seed: the
+    runs in captioner.seeded_runs (all when empty) get captioner.seeds seeds, others one."""
+    seeded = tuple(self.c.captioner.get("seeded_runs", ()))
+    out = []
+    for name, inputs, enc in self.captioner_base_runs():
+      n = int(self.c.captioner.seeds) if not seeded or name in seeded else 1
+      out += [(f"{name}_s{seed}", inputs, enc, seed) for seed in range(n)]
+    return out
 
   # ------------------------------------------------------------------ stages
   def stages(self) -> list[Stage]:
