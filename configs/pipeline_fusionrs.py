@@ -16,7 +16,7 @@ Profiles through the config arg:
   full  the same stages with each experiment file's own `small` presets and step counts
         (several hours here)
   thermal  the cpu profile plus claim 4 on REAL thermal images: an IR-text SigLIP `mini` at
-        128 px (HIT-UAV's median person ~4.8 px, car ~13 px, against 8 px patches), 100 steps,
+        128 px (HIT-UAV's median person ~4.8 px, car ~13 px, against 8 px patches), 80 steps,
         trained on (a) translated UCM IR, (b) real HIT-UAV train with box-grounded captions,
         (c) both mixed, 3 seeds each, scored zero-shot on HIT-UAV val (presence AUC, count
         buckets); about one hour on top of the cpu profile, in the same run folder
@@ -108,7 +108,7 @@ def get_config(arg=None):
   c.thermal.image_size = 128
 
   if arg.profile == "thermal":
-    c.thermal.arms, c.thermal.steps = THERMAL_ARMS, 100
+    c.thermal.arms, c.thermal.steps = THERMAL_ARMS, 80
   if arg.profile == "tiny":
     c.vocab_size = 512
     c.translate_batch = 4
