@@ -99,3 +99,18 @@ def test_time_section_sums_families_and_checks_the_cpu_budget():
     pipeline_report._time_section({"stage_seconds": secs, "total_seconds": sum(secs.values())})
   )
   assert "(OVER budget)" in text
+
+
+def test_train_curve_keeps_the_newest_row_of_a_resumed_step_and_its_start():
+  rows = [{"step": s, "loss": 10.0 - s} for s in range(1, 7)]
+  # Killed after step 6, resumed from the step-4 checkpoint: steps 5 and 6 are logged again.
+  rows += [{"step": 5, "loss": 1.0}, {"step": 6, "loss": 0.5}, {"step": 7, "loss": 0.25}]
+  rows.append({"step": 7, "eval/mR": 40.0})
+  steps, y = plots.train_curve(rows, smooth=10)
+  # 7 points: too short to smooth, so every step stays, and the re-logged values win.
+  assert steps.tolist() == [1, 2, 3, 4, 5, 6, 7]
+  assert y.tolist() == [9.0, 8.0, 7.0, 6.0, 1.0, 0.5, 0.25]
+  long = [{"step": s, "loss": float(s % 2)} for s in range(1, 201)]
+  steps, y = plots.train_curve(long, smooth=10)
+  assert len(steps) == 191 and steps[0] == 10 and np.allclose(y, 0.5)
+  assert plots.train_curve([{"step": 1, "eval/mR": 3.0}]) is None

@@ -74,6 +74,20 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
   return np.convolve(y, kernel, mode="valid")
 
 
+def train_curve(
+  rows: Sequence[Mapping[str, Any]], key: str = "loss", smooth: int = 10
+) -> tuple[np.ndarray, np.ndarray] | None:
+  """(steps, moving average of `key`) of one run's metrics rows; None when it never logged
+  `key`. A resumed run logs the steps after its last checkpoint twice: the newest row wins.
+  Short logs (a point every few steps) are smoothed less, so the curve keeps its start."""
+  by_step = {r["step"]: r[key] for r in rows if key in r and np.isfinite(r[key])}
+  if not by_step:
+    return None
+  steps, vals = (np.asarray(v, float) for v in zip(*sorted(by_step.items())))
+  y = _smooth(vals, min(smooth, max(1, len(vals) // 8)))
+  return steps[len(steps) - len(y) :], y
+
+
 def loss_curves(
   panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
   path: str,
@@ -81,7 +95,8 @@ def loss_curves(
   smooth: int = 10,
 ) -> str:
   """One subplot per panel ({panel: {run: metrics.jsonl rows}}); one line per run of the
-  training `key` against step (moving average over `smooth` logged steps). Runs named
+  training `key` against step (moving average over up to `smooth` logged points, fewer for
+  short logs; the newest row per step when a resumed run logged a step twice). Runs named
   `<group>_s<seed>` share their group's color."""
   plt = _pyplot()
   panels = {p: runs for p, runs in panels.items() if runs}
@@ -90,17 +105,16 @@ def loss_curves(
   for ax, (panel, runs) in zip(axes, panels.items()):
     groups: dict[str, str] = {}
     for run, rows in runs.items():
-      pts = [(r["step"], r[key]) for r in rows if key in r and np.isfinite(r[key])]
-      if not pts:
+      curve = train_curve(rows, key, smooth)
+      if curve is None:
         continue
-      steps, vals = (np.asarray(v, float) for v in zip(*pts))
+      steps, y = curve
       stem, _, seed = run.rpartition("_s")
       group = stem if stem and seed.isdigit() else run
       first = group not in groups
       color = groups.setdefault(group, PALETTE[len(groups) % len(PALETTE)])
-      y = _smooth(vals, smooth)
       label = group if first else None
-      ax.plot(steps[len(steps) - len(y) :], y, color=color, lw=1.2, alpha=0.8, label=label)
+      ax.plot(steps, y, color=color, lw=1.2, alpha=0.8, label=label)
     ax.set_title(panel, fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylabel(f"train {key}")

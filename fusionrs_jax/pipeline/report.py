@@ -750,7 +750,7 @@ def _curves_section(figs: dict[str, str], rel) -> list[str]:
   return [
     "## Training curves",
     "",
-    "Train loss per run (moving average over 10 logged steps; seeds of a run share a color).",
+    "Train loss per run (moving average over up to 10 logged points; seeds of a run share a color).",
     "",
     f"![training loss]({rel(figs['loss'])})",
     "",
