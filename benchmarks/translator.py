@@ -1,0 +1,286 @@
+"""CycleGAN translator speed: train steps/s and RGB->IR translate images/s at 256 px for the
+`small` and `paper` generators, achieved GFLOP/s (XLA cost analysis / time) against this
+machine's measured conv peak, and the same generator in PyTorch (the project's export,
+fusionrs_jax/export/torch_translator.py) translating the same batch, with an output check.
+
+  python -m benchmarks.translator [--quick] [--sizes=small,paper] [--out=translator.json]
+
+Random weights (speed does not depend on them); synthetic images in [-1, 1]. The train step is
+the trainer's (both generators, both discriminators, history pools, Adam), compiled from
+`trainers/translator.step_program`. Translation times the jitted generator alone on a batch
+already on the device (what `data_prep.translate` runs per batch, without decode/encode).
+JAX, torch with 1 thread and torch with all cores run interleaved (A B C A B C ...), so load
+from other jobs falls on every contender alike; medians over the rounds are reported and the
+JAX/torch ratio is the median of the per-round ratios.
+
+The conv peak is the best time of one large 3x3 conv (jax.lax.conv_general_dilated, NHWC,
+256 -> 256 channels, float32): a roof the generator's convs (smaller channel counts, 7x7
+borders, transposed convs, instance norm between them) approach but do not reach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+from absl import flags
+
+from fusionrs_jax.cli import command
+
+# Outputs in [-1, 1] agreeing this closely differ by under a quarter of one 8-bit gray level.
+EQUAL_ATOL = 1e-3
+# size -> (train batch, translate batch). The paper recipe trains with batch 1;
+# data_prep.translate's default batch is 16 (4 for paper, ~56 GFLOP per 256 px image).
+SIZES = {"tiny": (2, 2), "small": (8, 16), "paper": (1, 4)}
+
+
+def _xla_flops(compiled) -> float | None:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def _interleaved(calls: dict, rounds: int) -> dict:
+  """{name: call} -> {name: [seconds per timed call]}, one warm-up call each, then A B C ..."""
+  for call in calls.values():
+    call()
+  times = {name: [] for name in calls}
+  for _ in range(rounds):
+    for name, call in calls.items():
+      t0 = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - t0)
+  return times
+
+
+def _paired_ratio(times: dict, slow: str, fast: str) -> float:
+  return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
+
+
+# ----------------------------------------------------------------------------
+# Conv peak.
+# ----------------------------------------------------------------------------
+
+
+def conv_peak(batch: int, size: int, channels: int, repeats: int) -> dict:
+  """Best GFLOP/s of one [batch, size, size, channels] 3x3 'SAME' conv to `channels`."""
+  import jax
+  import jax.numpy as jnp
+
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch, size, size, channels), np.float32))
+  w = jnp.asarray(rng.standard_normal((3, 3, channels, channels), np.float32) * 0.05)
+  conv = jax.jit(
+    lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+  )
+  compiled = conv.lower(x, w).compile()
+  flops = 2.0 * batch * size * size * 9 * channels * channels
+  jax.block_until_ready(compiled(x, w))
+  best = min(_timed_once(lambda: jax.block_until_ready(compiled(x, w))) for _ in range(repeats))
+  return {
+    "shape": [batch, size, size, channels],
+    "kernel": [3, 3, channels, channels],
+    "gflop": flops / 1e9,
+    "gflop_xla": (_xla_flops(compiled) or 0.0) / 1e9,
+    "best_sec": best,
+    "gflop_per_sec": flops / best / 1e9,
+  }
+
+
+def _timed_once(fn) -> float:
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------
+# Train step and translation.
+# ----------------------------------------------------------------------------
+
+
+def _images(batch: int, size: int, channels: int, seed: int) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return rng.uniform(-1, 1, (batch, size, size, channels)).astype(np.float32)
+
+
+def train_step(size: str, image_size: int, batch: int) -> dict:
+  """The translator trainer's compiled step on random weights; "call" runs one step."""
+  import jax
+
+  from configs import translator_cyclegan
+  from fusionrs_jax.core import sharding
+  from fusionrs_jax.losses import gan
+  from fusionrs_jax.models import cyclegan
+  from fusionrs_jax.trainers import common
+  from fusionrs_jax.trainers import translator as trainer
+
+  config = translator_cyclegan.get_config(f"size={size}")
+  config.data.image_size, config.batch_size = image_size, batch
+  mesh = sharding.make_mesh(dict(config.mesh))
+  program = trainer.step_program(config, mesh)
+  state, _ = common.init_state(program.init_params, program.tx, config.seed, mesh)
+  pools = {
+    name: gan.pool_init(config.pool_size, (image_size, image_size, channels))
+    for name, channels in (("pool_ir", cyclegan.IR_CHANNELS), ("pool_rgb", cyclegan.RGB_CHANNELS))
+  }
+  state.update(jax.device_put(pools, sharding.replicated(mesh)))
+  host = {
+    "rgb": _images(batch, image_size, cyclegan.RGB_CHANNELS, 1),
+    "ir": _images(batch, image_size, cyclegan.IR_CHANNELS, 2),
+  }
+  with sharding.activate(mesh):
+    t0 = time.perf_counter()
+    compiled = program.lower().compile()
+    compile_s = time.perf_counter() - t0
+    batch_arrays = sharding.place_batch(host, mesh)
+  box = {"state": state}
+
+  def call() -> float:
+    box["state"], logs = compiled(box["state"], batch_arrays)
+    return float(logs["loss"])
+
+  return {
+    "call": call,
+    "compile_sec": compile_s,
+    "xla_flops": _xla_flops(compiled),
+    "params": jax.device_get(state["params"]["rgb_to_ir"]),
+  }
+
+
+def translate_fns(size: str, params, images: np.ndarray) -> dict:
+  """JAX and torch RGB->IR on the same batch [B, S, S, 3] -> their calls and outputs."""
+  import jax
+  import torch
+
+  from fusionrs_jax.export import torch_translator
+  from fusionrs_jax.models import cyclegan
+
+  gen = cyclegan.build(size).rgb_to_ir
+  apply = jax.jit(lambda p, x: gen.apply({"params": p}, x))
+  x = jax.device_put(images)
+  p = jax.device_put(params)
+  t0 = time.perf_counter()
+  compiled = apply.lower(p, x).compile()
+  compile_s = time.perf_counter() - t0
+  jax_call = lambda: jax.block_until_ready(compiled(p, x))
+  torch_gen = torch_translator.generator_from_flax(params)
+  x_t = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+  def torch_call():
+    with torch.no_grad():
+      return torch_gen(x_t)
+
+  def torch_threads(n):
+    def call():
+      torch.set_num_threads(n)
+      return torch_call()
+
+    return call
+
+  ours = np.asarray(jax_call())
+  theirs = torch_call().numpy().transpose(0, 2, 3, 1)
+  calls = {"jax": jax_call}
+  for n in sorted({1, os.cpu_count() or 1}):
+    calls[f"torch_{n}t"] = torch_threads(n)
+  return {
+    "calls": calls,
+    "compile_sec": compile_s,
+    "xla_flops": _xla_flops(compiled),
+    "max_abs_diff": float(np.max(np.abs(ours - theirs))),
+    "torch_version": torch.__version__,
+  }
+
+
+def _rate(times: list[float], unit: str, items: int, flops: float | None, peak: float) -> dict:
+  """Median seconds per call, `unit` = items / median, achieved GFLOP/s and share of peak."""
+  median = statistics.median(times)
+  out = {"sec": median, "sec_all": [round(t, 4) for t in times], unit: items / median}
+  if flops:
+    out["gflop_per_sec"] = flops / median / 1e9
+    out["fraction_of_conv_peak"] = flops / median / 1e9 / peak
+  return out
+
+
+def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
+  train_batch, translate_batch = SIZES[size]
+  load_before = os.getloadavg()
+  t = train_step(size, image_size, train_batch)
+  train_times = _interleaved({"jax": t["call"]}, rounds)["jax"]
+  images = _images(translate_batch, image_size, 3, 0)
+  tr = translate_fns(size, t["params"], images)
+  times = _interleaved(tr["calls"], rounds)
+  torch_names = [k for k in tr["calls"] if k != "jax"]
+  best = min(torch_names, key=lambda k: statistics.median(times[k]))
+  rate = lambda name, n: _rate(times[name], "images_per_sec", n, tr["xla_flops"], peak)
+  return {
+    "size": size,
+    "image_size": image_size,
+    "rounds": rounds,
+    "loadavg_before": [round(x, 2) for x in load_before],
+    "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    "train": {
+      "batch": train_batch,
+      **_rate(train_times, "steps_per_sec", 1, t["xla_flops"], peak),
+      "images_per_sec": train_batch / statistics.median(train_times),
+      "gflop_per_step_xla": (t["xla_flops"] or 0.0) / 1e9,
+      "compile_sec": t["compile_sec"],
+    },
+    "translate": {
+      "batch": translate_batch,
+      "gflop_per_batch_xla": (tr["xla_flops"] or 0.0) / 1e9,
+      "compile_sec": tr["compile_sec"],
+      **{name: rate(name, translate_batch) for name in tr["calls"]},
+      "torch_best": best,
+      "torch_version": tr["torch_version"],
+      # Median over rounds of torch_best / jax seconds: > 1 means JAX is faster.
+      "jax_over_torch_speed": _paired_ratio(times, best, "jax"),
+      "max_abs_diff_vs_torch": tr["max_abs_diff"],
+      "outputs_equal_torch": tr["max_abs_diff"] < EQUAL_ATOL,
+    },
+  }
+
+
+def main(argv) -> None:
+  del argv  # command.run refuses positional arguments
+  f = flags.FLAGS
+  sizes = ["tiny"] if f.quick else [s.strip() for s in f.sizes.split(",") if s.strip()]
+  unknown = [s for s in sizes if s not in SIZES]
+  if unknown:
+    command.fail(f"--sizes: unknown {unknown}; choose from {sorted(SIZES)}")
+  image_size = 32 if f.quick else f.image_size
+  if image_size % 4:
+    command.fail(f"--image_size={image_size} must divide by 4 (the generator's two stride-2 convs)")
+  rounds = 1 if f.quick else f.rounds
+  peak = conv_peak(*((2, 16, 64) if f.quick else (8, 64, 256)), repeats=2 if f.quick else 5)
+  result = {
+    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    "conv_peak": peak,
+    "sizes": [run_size(s, image_size, rounds, peak["gflop_per_sec"]) for s in sizes],
+  }
+  text = json.dumps(result, indent=1)
+  print(text)
+  if f.out:
+    with open(f.out + ".tmp", "w") as out:
+      out.write(text + "\n")
+    os.replace(f.out + ".tmp", f.out)
+
+
+def define_flags() -> None:
+  """Flags of this command (defined only when it runs, so the module imports anywhere)."""
+  flags.DEFINE_bool("quick", False, "Tiny generator at 32 px, 1 round, small conv peak (CI).")
+  flags.DEFINE_string("sizes", "small,paper", "Comma-separated cyclegan.SIZES presets.")
+  flags.DEFINE_integer("image_size", 256, "Square image side in pixels (divisible by 4).")
+  flags.DEFINE_integer("rounds", 3, "Timed interleaved rounds after one warm-up call each.")
+  flags.DEFINE_string("out", None, "Also write the JSON here.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  command.run(main)
