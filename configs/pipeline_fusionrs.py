@@ -15,7 +15,7 @@ Profiles through the config arg:
         rgb runs
   full  the same stages with each experiment file's own `small` presets and step counts
         (several hours here)
-  thermal  the cpu profile plus claim 4 on REAL thermal images: an IR-text SigLIP `mini` at
+  thermal  the cpu profile plus claim 4 on REAL thermal images: an IR-caption SigLIP `mini` at
         128 px (HIT-UAV's median person ~4.8 px, car ~13 px, against 8 px patches), 80 steps,
         trained on (a) translated UCM IR, (b) real HIT-UAV train with box-grounded captions,
         (c) both mixed, 3 seeds each, scored zero-shot on HIT-UAV val (presence AUC, count
@@ -99,9 +99,11 @@ def get_config(arg=None):
   c.thermal.arms = ()
   c.thermal.seeds = seeds
   c.thermal.siglip_arg = siglip[0]
-  # ir_only: IR-text pairs only, the modality scored on real thermal (trimodal also trains
-  # the RGB tower, at twice the cost, on data that has no RGB in the real arm).
-  c.thermal.variant = "ir_only"
+  # ir_scene: IR images against scene captions (on HIT-UAV the box-grounded ones, which name
+  # the objects the presence prompts ask about). ir_only would pair IR with the IR-aware
+  # captions only, which never name people or cars: it collapsed to the constant-logit loss
+  # (64 * H(1/64) = 5.15 nats) in stop 22. trimodal also trains the RGB tower (twice the cost).
+  c.thermal.variant = "ir_scene"
   # 0 = siglip.steps.
   c.thermal.steps = 0
   # SigLIP input size of the thermal runs (the siglip_arg preset's patch size).

@@ -9,6 +9,7 @@ Presets through the config arg, e.g. `configs/siglip_ir.py:size=small,variant=rg
            scene_captions as trimodal, but the IR-text term uses the scene captions
            rgb_only       RGB-text only; IR is evaluated through the same (shared) tower
            ir_only        IR-text only (IR-aware captions)
+           ir_scene       IR-text only (scene captions; on real thermal the box-grounded ones)
   recipe   scratch (the default) | transfer: fine-tune public weights (below)
   runlocal 1 = a seconds-long smoke run of any preset
 Fine-tune a public SigLIP 2 (google/siglip2-base-patch16-224 with size=B16,
@@ -46,6 +47,8 @@ VARIANTS = {
   ),
   "rgb_only": ({"rgb_text": 1.0}, ("captions",), ("rgb",)),
   "ir_only": ({"ir_text": 1.0}, ("captions", "ir_captions"), ("ir",)),
+  # IR images against their scene captions only (on real thermal: the box-grounded ones).
+  "ir_scene": ({"ir_text": 1.0}, ("captions",), ("ir",)),
 }
 
 # SigLIP 2 text towers: the Gemma tokenizer's 256,000 pieces, 64 tokens per text.

@@ -159,8 +159,9 @@ class Pipeline:
       s.append(
         Stage(name, lambda n=name, i=inputs, e=enc, sd=seed: self.train_captioner(n, i, e, sd))
       )
-    for arm in self.c.thermal.arms:
-      for seed in range(int(self.c.thermal.seeds)):
+    # Seed-major: an interrupted run has every arm's first seeds.
+    for seed in range(int(self.c.thermal.seeds)):
+      for arm in self.c.thermal.arms:
         name = self.thermal_name(arm, seed)
         s.append(Stage(name, lambda a=arm, sd=seed: self.train_thermal(a, sd)))
         s.append(Stage(f"presence_{name}", lambda n=name: self.presence(n)))
