@@ -198,6 +198,7 @@ def test_tiny_pipeline_end_to_end_then_skips_finished_stages(shared_data, tmp_pa
   assert tr["gray"]["gradient_w1"] == pytest.approx(tr["inverted"]["gradient_w1"], rel=1e-2)
   page = open(os.path.join(c.docs, "RESULTS.md")).read()
   assert "## The four claims" in page and "| total" in page.replace("**", "")
+  assert summary["unfinished"] == [] and "Incomplete run" not in page
   assert "Can the test be passed?" in page and "## Real thermal" in page
   assert "against a budget of 90m00s" in page and "| ir_brightness |" in page
   figs = (

@@ -37,6 +37,8 @@ def build_summary(pipe, finished: dict) -> dict[str, Any]:
     "stage_seconds": {n: round(e["seconds"], 1) for n, e in finished.items()},
   }
   out["total_seconds"] = round(sum(out["stage_seconds"].values()), 1)
+  # A report built from an interrupted run says what it lacks.
+  out["unfinished"] = [st.name for st in pipe.stages() if st.name not in finished]
   out["data"] = {
     k: _result(finished, k)
     for k in ("ingest_ucm", "ingest_hit_uav", "translate", "ir_captions", "tokenizer")
@@ -391,6 +393,16 @@ def _header(pipe, summary: dict) -> list[str]:
     (
       f"Commit {env['commit']}, JAX {env['jax']} on {env['backend']} ({env['devices']} "
       f"device(s), {env['cpus']} CPU cores)."
+    ),
+    *(
+      [
+        "",
+        f"**Incomplete run:** {len(summary['unfinished'])} stage(s) had not finished when this "
+        f"page was written: {', '.join(summary['unfinished'])}. Their tables use the seeds "
+        "that finished.",
+      ]
+      if summary.get("unfinished")
+      else []
     ),
     "",
     _data_sentence(summary["data"]),
