@@ -55,6 +55,7 @@ import numpy as np
 from absl import flags
 
 from fusionrs_jax.cli import command
+from fusionrs_jax.core import records
 
 # Fake devices for the loss-memory part only; it runs in a child process (see loss_memory).
 _LOSS_CHILD_FLAG = "loss_memory_child"
@@ -528,12 +529,9 @@ def main(argv) -> None:
 
     width = siglip_model.siglip_preset(cases[0][0])["width"]
     result["loss_memory"] = loss_memory(loss_batch, width)
-  text = json.dumps(result, indent=1)
-  print(text)
+  print(json.dumps(result, indent=1))
   if f.out:
-    with open(f.out + ".tmp", "w") as out:
-      out.write(text + "\n")
-    os.replace(f.out + ".tmp", f.out)
+    records.write_json_atomic(f.out, result)
 
 
 def define_flags() -> None:

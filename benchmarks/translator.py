@@ -29,7 +29,9 @@ import time
 import numpy as np
 from absl import flags
 
+from benchmarks.siglip_step import interleaved, ratio_of_medians
 from fusionrs_jax.cli import command
+from fusionrs_jax.core import records
 
 # Outputs in [-1, 1] agreeing this closely differ by under a quarter of one 8-bit gray level.
 EQUAL_ATOL = 1e-3
@@ -43,23 +45,6 @@ def _xla_flops(compiled) -> float | None:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
-
-
-def _interleaved(calls: dict, rounds: int) -> dict:
-  """{name: call} -> {name: [seconds per timed call]}, one warm-up call each, then A B C ..."""
-  for call in calls.values():
-    call()
-  times = {name: [] for name in calls}
-  for _ in range(rounds):
-    for name, call in calls.items():
-      t0 = time.perf_counter()
-      call()
-      times[name].append(time.perf_counter() - t0)
-  return times
-
-
-def _paired_ratio(times: dict, slow: str, fast: str) -> float:
-  return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
 
 
 # ----------------------------------------------------------------------------
@@ -212,10 +197,10 @@ def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
   train_batch, translate_batch = SIZES[size]
   load_before = os.getloadavg()
   t = train_step(size, image_size, train_batch)
-  train_times = _interleaved({"jax": t["call"]}, rounds)["jax"]
+  train_times = interleaved({"jax": t["call"]}, rounds, warmup=1)["jax"]
   images = _images(translate_batch, image_size, 3, 0)
   tr = translate_fns(size, t["params"], images)
-  times = _interleaved(tr["calls"], rounds)
+  times = interleaved(tr["calls"], rounds, warmup=1)
   torch_names = [k for k in tr["calls"] if k != "jax"]
   best = min(torch_names, key=lambda k: statistics.median(times[k]))
   rate = lambda name, n: _rate(times[name], "images_per_sec", n, tr["xla_flops"], peak)
@@ -240,7 +225,7 @@ def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
       "torch_best": best,
       "torch_version": tr["torch_version"],
       # Median over rounds of torch_best / jax seconds: > 1 means JAX is faster.
-      "jax_over_torch_speed": _paired_ratio(times, best, "jax"),
+      "jax_over_torch_speed": ratio_of_medians(times, best, "jax"),
       "max_abs_diff_vs_torch": tr["max_abs_diff"],
       "outputs_equal_torch": tr["max_abs_diff"] < EQUAL_ATOL,
     },
@@ -264,12 +249,9 @@ def main(argv) -> None:
     "conv_peak": peak,
     "sizes": [run_size(s, image_size, rounds, peak["gflop_per_sec"]) for s in sizes],
   }
-  text = json.dumps(result, indent=1)
-  print(text)
+  print(json.dumps(result, indent=1))
   if f.out:
-    with open(f.out + ".tmp", "w") as out:
-      out.write(text + "\n")
-    os.replace(f.out + ".tmp", f.out)
+    records.write_json_atomic(f.out, result)
 
 
 def define_flags() -> None:
