@@ -114,6 +114,7 @@ def get_config(arg=None):
   c.model.dtype = "float32"
   # Overrides of preset fields (e.g. image_size) go here: --config.model.image_size=64.
   c.model.image_size = 0
+  c.model.patch_size = 0
   c.model.text_len = 0
 
   c.loss = ml_collections.ConfigDict()

@@ -235,7 +235,7 @@ def dummy_inputs(model: SigLIP, batch_size: int = 1) -> dict:
 def from_config(config) -> SigLIP:
   """The SigLIP of a run config: preset (config.model.preset) plus its overrides."""
   hp = siglip_preset(config.model.preset)
-  for key in ("image_size", "text_len"):
+  for key in ("image_size", "patch_size", "text_len"):
     if config.model.get(key):
       hp[key] = config.model[key]
   hp["vocab_size"] = config.data.vocab_size

@@ -287,6 +287,7 @@ class Pipeline:
     c.data.demo_world_if_missing = False
     c.data.vocab_size = self.c.vocab_size
     c.model.image_size = int(self.c.thermal.image_size)
+    c.model.patch_size = int(self.c.thermal.patch_size)
     c.seed = seed
     _set_steps(c, self.c.thermal.steps or self.c.siglip.steps)
     return train(c, self.workdir(self.thermal_name(arm, seed)))

@@ -132,3 +132,23 @@ def test_unknown_remat_policy_is_a_value_error_naming_the_valid_ones():
   model = SigLIP(**siglip_preset("tiny"), remat=True, remat_policy="save_dots")
   with pytest.raises(ValueError, match="unknown remat policy 'save_dots'.*nothing_saveable"):
     model.init(jax.random.key(0), **dummy_inputs(model))
+
+
+def test_config_overrides_image_and_patch_size_and_the_token_count_follows():
+  """The thermal arms' 128 px / patch 16 override: 64 patch tokens, as at 64 px / patch 8."""
+  from configs import siglip_ir
+  from fusionrs_jax.models import siglip as siglip_model
+
+  config = siglip_ir.get_config("size=tiny")
+  config.model.image_size, config.model.patch_size = 64, 16
+  model = siglip_model.from_config(config)
+  assert (model.image_size, model.patch_size) == (64, 16)
+  params = nn.unbox(model.init(jax.random.key(0), **dummy_inputs(model)))
+  vision = params["params"]["vision_model"]
+  assert vision["patch_embedding"]["kernel"].shape[:2] == (16, 16)
+  assert vision["position_embedding"].shape[0] == (64 // 16) ** 2
+  emb = model.apply(params, **dummy_inputs(model, batch_size=2))
+  assert emb["rgb"].shape == (2, siglip_preset("tiny")["width"])
+  # 0 keeps the preset's patch.
+  config.model.patch_size = 0
+  assert siglip_model.from_config(config).patch_size == siglip_preset("tiny")["patch_size"]
