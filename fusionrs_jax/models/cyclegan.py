@@ -65,6 +65,59 @@ def _conv(features: int, kernel: int, stride: int, padding, dtype, name: str) ->
   )
 
 
+# Kernel row (or column) of a 3x3, stride-2 transposed conv that reaches output phase a
+# (even/odd row) from input offset d (0: row i, 1: row i + 1); None = no tap. With the
+# dilated input padded (1, 2), even outputs see x[i] through row 1, odd outputs x[i]
+# through row 0 and x[i + 1] through row 2.
+_PHASE_TAPS = ((1, None), (0, 2))
+
+
+def subpixel_kernel(kernel: jax.Array) -> jax.Array:
+  """[3, 3, I, O] transposed-conv kernel -> [2, 2, I, 4*O] kernel of a plain 2x2 conv whose
+  output channels are the four (row phase, column phase, O) output pixels."""
+  zeros = jnp.zeros_like(kernel[0, 0])
+  rows = []
+  for dy in range(2):
+    cols = []
+    for dx in range(2):
+      phases = []
+      for a in range(2):
+        for b in range(2):
+          ry, rx = _PHASE_TAPS[a][dy], _PHASE_TAPS[b][dx]
+          phases.append(zeros if ry is None or rx is None else kernel[ry, rx])
+      cols.append(jnp.concatenate(phases, axis=-1))
+    rows.append(jnp.stack(cols))
+  return jnp.stack(rows)
+
+
+class Upsample2x(nn.Module):
+  """3x3 transposed conv, stride 2, output exactly 2H x 2W: the same function and params
+  (kernel [3, 3, I, O], bias [O]) as `nn.ConvTranspose(O, (3, 3), (2, 2), ((1, 2), (1, 2)))`
+  and torch's ConvTranspose2d(k3, s2, p1, output_padding=1), computed sub-pixel: one 2x2
+  conv over the undilated input to 4*O channels, then a depth-to-space shuffle. That skips
+  the zeros of the dilated input (2.25x fewer FLOPs) and is a plain conv for XLA:CPU.
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", INIT, (3, 3, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    padded = jnp.pad(x.astype(self.dtype), ((0, 0), (0, 1), (0, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(
+      padded,
+      subpixel_kernel(kernel).astype(self.dtype),
+      (1, 1),
+      "VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    batch, h, w, _ = y.shape
+    y = y.reshape(batch, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(batch, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+
+
 class ResidualBlock(nn.Module):
   """x + IN(conv3(pad(ReLU(IN(conv3(pad(x))))))) with reflection padding. [B,H,W,C]."""
 
@@ -106,17 +159,7 @@ class Generator(nn.Module):
     for i in range(self.blocks):
       x = ResidualBlock(self.dtype, name=f"res_{i}")(x)
     for i, mult in enumerate((2, 1)):
-      # Padding (1, 2) on the 2x-dilated input == torch ConvTranspose2d(k3, s2, p1,
-      # output_padding=1): exactly doubles H and W.
-      x = nn.ConvTranspose(
-        f * mult,
-        (3, 3),
-        strides=(2, 2),
-        padding=((1, 2), (1, 2)),
-        kernel_init=INIT,
-        dtype=self.dtype,
-        name=f"up_{i}",
-      )(x)
+      x = Upsample2x(f * mult, self.dtype, name=f"up_{i}")(x)
       x = nn.relu(instance_norm(x))
     x = _conv(self.out_channels, 7, 1, "VALID", self.dtype, "conv_out")(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))

@@ -1,5 +1,6 @@
 """CycleGAN modules: shapes, output range, full convolutionality, the published layout."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +63,24 @@ def test_instance_norm_normalises_each_sample_and_channel():
   y = np.asarray(cyclegan.instance_norm(x))
   np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
   np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 4, 4, 6)])
+def test_subpixel_upsample_equals_flax_conv_transpose_values_and_gradients(shape):
+  """The generator's up_i layers: same params, outputs and gradients as the dilated-input
+  nn.ConvTranspose they replace (which the torch export's ConvTranspose2d also matches)."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  ours = cyclegan.Upsample2x(4)
+  ref = nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)))
+  params = ours.init(jax.random.key(2), x)
+  bias = jax.random.normal(jax.random.key(3), (4,))
+  params = {"params": {**params["params"], "bias": bias}}
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref.init(jax.random.key(2), x))
+  y, y_ref = ours.apply(params, x), ref.apply(params, x)
+  assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+  g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
