@@ -1,7 +1,9 @@
 """CycleGAN translator speed: train steps/s and RGB->IR translate images/s at 256 px for the
 `small` and `paper` generators, achieved GFLOP/s (XLA cost analysis / time) against this
-machine's measured conv peak, and the same generator in PyTorch (the project's export,
-fusionrs_jax/export/torch_translator.py) translating the same batch, with an output check.
+machine's measured conv peak, and the same networks in PyTorch from the same weights: the
+train step (`torch_train_step`: both generators from the project's export
+fusionrs_jax/export/torch_translator.py, both PatchGANs, the same losses and Adam; its first
+loss must equal the JAX step's) and translation of the same batch, with an output check.
 
   python -m benchmarks.translator [--quick] [--sizes=small,paper] [--out=translator.json]
 
@@ -29,7 +31,7 @@ import time
 import numpy as np
 from absl import flags
 
-from benchmarks.siglip_step import interleaved, ratio_of_medians
+from benchmarks.siglip_step import interleaved, ratio_of_medians, with_threads
 from fusionrs_jax.cli import command
 from fusionrs_jax.core import records
 
@@ -131,12 +133,101 @@ def train_step(size: str, image_size: int, batch: int) -> dict:
     box["state"], logs = compiled(box["state"], batch_arrays)
     return float(logs["loss"])
 
+  params = jax.device_get(state["params"])
   return {
     "call": call,
+    # The step from the initial params: what the torch step must reproduce.
+    "first_loss": call(),
     "compile_sec": compile_s,
     "xla_flops": _xla_flops(compiled),
-    "params": jax.device_get(state["params"]["rgb_to_ir"]),
+    "params": params,
+    "batch": host,
+    "loss_cfg": config.loss,
+    "paired": bool(config.data.paired),
+    "optim": config.optim,
   }
+
+
+class _TorchDiscriminator:
+  """cyclegan.PatchDiscriminator in torch (NCHW), built from its Flax params."""
+
+  def __init__(self, params: dict):
+    import torch
+
+    from fusionrs_jax.export import torch_translator
+
+    names = sorted(params, key=lambda n: int(n.split("_")[1]))
+    self.layers = []
+    for i, name in enumerate(names):
+      kernel = np.asarray(params[name]["kernel"], np.float32)
+      weight = torch.from_numpy(np.ascontiguousarray(torch_translator._conv_weight(kernel)))
+      bias = torch.from_numpy(np.asarray(params[name]["bias"], np.float32).copy())
+      # conv_0 .. conv_{n-3} stride 2, the last two stride 1 (see PatchDiscriminator).
+      stride = 2 if i < len(names) - 2 else 1
+      self.layers.append((weight.requires_grad_(), bias.requires_grad_(), stride))
+
+  def parameters(self) -> list:
+    return [t for w, b, _ in self.layers for t in (w, b)]
+
+  def __call__(self, x):
+    import torch.nn.functional as F
+
+    from fusionrs_jax.models import cyclegan
+
+    last = len(self.layers) - 1
+    for i, (w, b, stride) in enumerate(self.layers):
+      x = F.conv2d(x, w, b, stride=stride, padding=1)
+      if i == last:
+        return x
+      if i > 0:
+        x = F.instance_norm(x, eps=cyclegan.NORM_EPS)
+      x = F.leaky_relu(x, 0.2)
+    return x
+
+
+def torch_train_step(t: dict) -> dict:
+  """The translator trainer's step in torch from the same params and batch: both
+  generators' adversarial + cycle (+ paired L1) loss, both discriminators' LSGAN loss on the
+  fresh fakes (the JAX step's history pool returns them unchanged while it fills, and costs
+  a few image copies after), gradients of G and D at the current params, one Adam update of
+  all four networks. "call" runs one step and returns G + D loss, like the JAX step."""
+  import torch
+
+  from fusionrs_jax.export import torch_translator
+
+  if t["loss_cfg"].identity > 0:
+    raise ValueError("the torch step has no identity loss; benchmark with loss.identity = 0")
+  params, cfg, optim = t["params"], t["loss_cfg"], t["optim"]
+  gens = {
+    k: torch_translator.generator_from_flax(params[k]).train() for k in ("rgb_to_ir", "ir_to_rgb")
+  }
+  discs = {k: _TorchDiscriminator(params[k]) for k in ("disc_ir", "disc_rgb")}
+  g_params = [p for g in gens.values() for p in g.parameters()]
+  d_params = [p for d in discs.values() for p in d.parameters()]
+  opt = torch.optim.Adam(g_params + d_params, lr=optim.lr, betas=(optim.b1, optim.b2))
+  nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+  rgb, ir = nchw(t["batch"]["rgb"]), nchw(t["batch"]["ir"])
+  mse1 = lambda s: torch.mean(torch.square(s - 1.0))
+  l1 = lambda a, b: torch.mean(torch.abs(a - b))
+
+  def call() -> float:
+    fake_ir, fake_rgb = gens["rgb_to_ir"](rgb), gens["ir_to_rgb"](ir)
+    rec_rgb, rec_ir = gens["ir_to_rgb"](fake_ir), gens["rgb_to_ir"](fake_rgb)
+    adv = mse1(discs["disc_ir"](fake_ir)) + mse1(discs["disc_rgb"](fake_rgb))
+    g_total = cfg.gan * adv + cfg.cycle * (l1(rgb, rec_rgb) + l1(ir, rec_ir))
+    if t["paired"]:
+      g_total = g_total + cfg.paired * (l1(ir, fake_ir) + l1(rgb, fake_rgb))
+    d_total = sum(
+      0.5 * (mse1(discs[d](real)) + torch.mean(torch.square(discs[d](fake.detach()))))
+      for d, real, fake in (("disc_ir", ir, fake_ir), ("disc_rgb", rgb, fake_rgb))
+    )
+    grads = torch.autograd.grad(g_total, g_params) + torch.autograd.grad(d_total, d_params)
+    for p, g in zip(g_params + d_params, grads, strict=True):
+      p.grad = g
+    opt.step()
+    return float(g_total.detach() + d_total.detach())
+
+  return {"call": call, "first_loss": call()}
 
 
 def translate_fns(size: str, params, images: np.ndarray) -> dict:
@@ -162,18 +253,11 @@ def translate_fns(size: str, params, images: np.ndarray) -> dict:
     with torch.no_grad():
       return torch_gen(x_t)
 
-  def torch_threads(n):
-    def call():
-      torch.set_num_threads(n)
-      return torch_call()
-
-    return call
-
   ours = np.asarray(jax_call())
   theirs = torch_call().numpy().transpose(0, 2, 3, 1)
   calls = {"jax": jax_call}
   for n in sorted({1, os.cpu_count() or 1}):
-    calls[f"torch_{n}t"] = torch_threads(n)
+    calls[f"torch_{n}t"] = with_threads(torch_call, n)
   return {
     "calls": calls,
     "compile_sec": compile_s,
@@ -197,9 +281,17 @@ def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
   train_batch, translate_batch = SIZES[size]
   load_before = os.getloadavg()
   t = train_step(size, image_size, train_batch)
-  train_times = interleaved({"jax": t["call"]}, rounds, warmup=1)["jax"]
+  torch_t = torch_train_step(t)
+  train_calls = {"jax": t["call"]}
+  for n in sorted({1, os.cpu_count() or 1}):
+    train_calls[f"torch_{n}t"] = with_threads(torch_t["call"], n)
+  train_all = interleaved(train_calls, rounds, warmup=1)
+  train_best = min(
+    (k for k in train_all if k != "jax"), key=lambda k: statistics.median(train_all[k])
+  )
+  train_rate = lambda name: _rate(train_all[name], "steps_per_sec", 1, t["xla_flops"], peak)
   images = _images(translate_batch, image_size, 3, 0)
-  tr = translate_fns(size, t["params"], images)
+  tr = translate_fns(size, t["params"]["rgb_to_ir"], images)
   times = interleaved(tr["calls"], rounds, warmup=1)
   torch_names = [k for k in tr["calls"] if k != "jax"]
   best = min(torch_names, key=lambda k: statistics.median(times[k]))
@@ -212,10 +304,18 @@ def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
     "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     "train": {
       "batch": train_batch,
-      **_rate(train_times, "steps_per_sec", 1, t["xla_flops"], peak),
-      "images_per_sec": train_batch / statistics.median(train_times),
+      **train_rate("jax"),
+      "images_per_sec": train_batch / statistics.median(train_all["jax"]),
       "gflop_per_step_xla": (t["xla_flops"] or 0.0) / 1e9,
       "compile_sec": t["compile_sec"],
+      **{name: train_rate(name) for name in train_all if name != "jax"},
+      "torch_best": train_best,
+      # > 1 means the JAX step is faster (paired per-round ratio, median).
+      "jax_over_torch_speed": ratio_of_medians(train_all, train_best, "jax"),
+      "first_loss": {"jax": t["first_loss"], "torch": torch_t["first_loss"]},
+      "first_loss_equal": bool(
+        np.isclose(t["first_loss"], torch_t["first_loss"], rtol=1e-4, atol=1e-5)
+      ),
     },
     "translate": {
       "batch": translate_batch,
