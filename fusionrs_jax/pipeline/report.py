@@ -511,8 +511,10 @@ def _presence_section(summary: dict, figs: dict[str, str] | None = None, rel=Non
     "## Zero-shot presence on REAL thermal images (HIT-UAV val)",
     "",
     (
-      "Prompts 'an infrared aerial image with {people,cars,bicycles}' against "
-      "'... without ...'; labels from the boxes. AUC 0.5 is chance."
+      "Score per class: cosine to 'an infrared aerial image with {people,cars,bicycles}' "
+      "minus cosine to the class-free 'an infrared aerial image'; labels from the boxes. "
+      "AUC 0.5 is chance. (Until stop 23 the contrast was '... with cars' against '... "
+      "without cars', which cancels the noun: its class scores correlated at 0.99.)"
     ),
     "",
     "| variant | "

@@ -59,3 +59,38 @@ def test_presence_evaluate_reports_count_buckets_too():
 
   out = presence.evaluate(lambda x: x, embed_texts, recs, rng.normal(size=(3, 8)), classes)
   assert {"Car/auc", "Car/count_acc", "mean/count_balanced_acc"} <= set(out)
+
+
+def test_presence_scores_are_class_specific_where_with_vs_without_was_not():
+  """A bag-of-words text tower (prompt = sum of word vectors, as a tower that never saw
+  "without" behaves): each image shows the nouns of its boxes. The class-free baseline keeps
+  each class's noun (AUC 1 for every class); a "with X" vs "without X" contrast would cancel
+  the noun and give every class the same score."""
+  dim, vec = 64, {}
+  word = lambda w: vec.setdefault(w, np.eye(dim)[len(vec)])  # one axis per word
+  norm = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  embed_texts = lambda texts: norm(np.stack([sum(word(w) for w in t.split()) for t in texts]))
+  kinds = [("Person",), ("Car",), ("Person", "Bicycle"), ("Car", "Bicycle"), ()] * 3
+  recs = [
+    records.Record(
+      id=f"r{i}",
+      source="t",
+      split="val",
+      ir=b"x",
+      ir_origin="real",
+      meta={"objects": [{"category": c, "bbox": [0, 0, 4, 4]} for c in k]},
+    )
+    for i, k in enumerate(kinds)
+  ]
+  nouns = presence.CLASSES
+  shown = [word("image") + sum((word(nouns[c]) for c in k), np.zeros(dim)) for k in kinds]
+  noise = 0.01 * np.random.default_rng(0).normal(size=(len(kinds), dim))
+  images = norm(np.stack(shown) + noise)
+  out = presence.evaluate(lambda x: x, embed_texts, recs, images)
+  for c in nouns:
+    assert out[f"{c}/auc"] == 1.0 and out[f"{c}/balanced_acc"] == 1.0, c
+  assert out["mean/score_corr"] < 0.5
+  w = embed_texts([f"an infrared aerial image with {n}" for n in nouns.values()])
+  wo = embed_texts([f"an infrared aerial image without {n}" for n in nouns.values()])
+  old = images @ w.T - images @ wo.T
+  np.testing.assert_allclose(old, old[:, :1] * np.ones((1, 3)), atol=1e-12)
