@@ -20,6 +20,7 @@ KEYS = (
   *(f"{c}/count_acc" for c in CLASSES),
   "mean/count_acc",
   "mean/count_balanced_acc",
+  "mean/score_corr",
 )
 # Data facts, equal for every seed of an arm.
 FACTS = (
@@ -145,6 +146,12 @@ def section(table: dict[str, Any], roc_figure: str | None = None) -> list[str]:
       f"; always answering the most frequent bucket scores {', '.join(chance)}." if chance else "."
     ),
   ]
+  corr = {a: t["mean/score_corr"] for a, t in table.items() if "mean/score_corr" in t}
+  if corr:
+    lines.append(
+      "Mean correlation between the three class scores (near 1 = one image property, not the "
+      "classes): " + ", ".join(f"{a} {_pm(c)}" for a, c in corr.items()) + "."
+    )
   if "Person/median_box_px" in first:
     lines.append(
       "Median longest box side at the model input: "
