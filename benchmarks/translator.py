@@ -182,7 +182,6 @@ class _TorchDiscriminator:
       if i > 0:
         x = F.instance_norm(x, eps=cyclegan.NORM_EPS)
       x = F.leaky_relu(x, 0.2)
-    return x
 
 
 def torch_train_step(t: dict) -> dict:

@@ -19,7 +19,7 @@ Profiles through the config arg:
         128 px with 16 px patches (HIT-UAV's median person ~4.8 px, car ~13 px), 500 steps,
         trained on (a) translated UCM IR, (b) real HIT-UAV train with box-grounded captions,
         (c) both mixed, 3 seeds each, scored zero-shot on HIT-UAV val (presence AUC, count
-        buckets); about 50 minutes on top of the cpu profile, in the same run folder
+        buckets); about 55 minutes on top of the cpu profile, in the same run folder
   tiny  seconds-long models, for the tests (the thermal arms with 1 seed included)
 """
 
@@ -114,8 +114,7 @@ def get_config(arg=None):
   c.thermal.patch_size = 16
 
   if arg.profile == "thermal":
-    # 250 steps left the real arm's loss at 4.91 (input-blind: 5.15) and its car and bicycle
-    # AUCs inverted (0.24, 0.34) in seed 0; 500 steps, ~5 min per arm.
+    # 250 steps left the real arm's loss at 4.91 (input-blind: 5.15); 500 steps, ~5 min per arm.
     c.thermal.arms, c.thermal.steps = THERMAL_ARMS, 500
   if arg.profile == "tiny":
     c.vocab_size = 512

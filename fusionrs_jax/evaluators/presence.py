@@ -13,7 +13,7 @@ failure: near 1, the scores do not tell the classes apart. Labels come from the 
 boxes (`meta["objects"][i]["category"]`). Per class it reports
 
   auc           ROC AUC of the score against presence (0.5 = chance, threshold-free)
-  acc           accuracy of the "with beats without" decision
+  acc           accuracy of the "class prompt beats the class-free one" decision
   balanced_acc  mean of the recalls of present and absent images (0.5 = chance)
   chance_acc    accuracy of always answering the majority label (what acc must beat)
   prevalence    fraction of images with the class
