@@ -3,9 +3,14 @@
 import os
 import tempfile
 
+from fusionrs_jax.core import process_defaults
+
 # Must happen before jax is imported anywhere: sharding tests run on 8 fake devices.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# What every command sets at start (fusionrs_jax/core/process_defaults.py: XLA flags, malloc),
+# so in-process tests compile and run as the commands do.
+process_defaults.apply()
 # One persistent compilation cache per test session (inherited by subprocess runs): the many
 # tiny runs that compile the same program (seeds, resumes, the pipeline's variants) compile it
 # once. A fresh folder each session, so nothing stale is ever read.

@@ -17,6 +17,7 @@ from typing import NoReturn
 from absl import app, flags
 from absl import logging as absl_logging
 
+from fusionrs_jax.core import process_defaults
 from fusionrs_jax.core.errors import UserError
 
 # Below WARNING, records from these packages are shown only with --verbosity >= 1: Orbax
@@ -112,7 +113,10 @@ def log_to_run_folder(folder: str, name: str = "log.txt") -> RunLog | None:
 
 
 def parse_flags(argv: Sequence[str], positional: int = 0) -> list[str]:
-  """Parses absl flags; a flag error or an unexpected argument is one line, exit 2."""
+  """Parses absl flags; a flag error or an unexpected argument is one line, exit 2. Applies
+  core/process_defaults.py first (XLA flags, malloc): every command starts here, before JAX
+  starts a backend."""
+  process_defaults.apply()
   app.define_help_flags()
   try:
     remaining = flags.FLAGS(list(argv))
