@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 # The published code initialises every conv with N(0, 0.02) and zero bias.
@@ -90,6 +91,113 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.stack(rows)
 
 
+def space_to_depth(x: jax.Array, block: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H/block, W/block, block*block*C], channels ordered (row, col, C)."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // block, w // block, block * block * c)
+
+
+def depth_to_space(x: jax.Array, block: int) -> jax.Array:
+  """Inverse of space_to_depth: [B, H, W, block*block*C] -> [B, H*block, W*block, C]."""
+  b, h, w, c = x.shape
+  c //= block * block
+  x = x.reshape(b, h, w, block, block, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * block, w * block, c)
+
+
+def _blocked_taps(size: int, block: int, stride: int) -> np.ndarray:
+  """[taps, block(r), out_phase(p)] kernel row index of a blocked conv, -1 = no tap: a stride-1
+  conv's output phase p reads input phase r of block u through kernel row block*u + r - p; a
+  stride-`block` conv (one output phase) through row block*u + r."""
+  phases = block if stride == 1 else 1
+  taps = (size + phases - 2) // block + 1
+  rows = np.full((taps, block, phases), -1, np.int32)
+  for u in range(taps):
+    for r in range(block):
+      for p in range(phases):
+        i = block * u + r - p
+        rows[u, r, p] = i if 0 <= i < size else -1
+  return rows
+
+
+def blocked_kernel(kernel: jax.Array, block: int, stride: int) -> jax.Array:
+  """[K, K, I, O] kernel -> [T, T, block*block*I, P*P*O] kernel of the same VALID conv on
+  space_to_depth(input, block): P = block output phases for stride 1 (depth_to_space the
+  result), 1 for stride == block."""
+  rows = _blocked_taps(kernel.shape[0], block, stride)
+  taps, _, phases = rows.shape
+  # Row -1 picks the appended zero row (and column).
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  k = padded[rows][:, :, :, rows]  # [u, r, p, v, r2, q, I, O]
+  k = k.transpose(0, 3, 1, 4, 6, 2, 5, 7)  # [u, v, r, r2, I, p, q, O]
+  i, o = kernel.shape[2], kernel.shape[3]
+  return k.reshape(taps, taps, block * block * i, phases * phases * o)
+
+
+def blocked_conv(x: jax.Array, kernel: jax.Array, stride: int, block: int) -> jax.Array:
+  """The VALID conv of x [B, H, W, I] with kernel [K, K, I, O] at stride 1 or `block`,
+  computed on space_to_depth(x, block) with blocked_kernel: a conv with block^2 times the
+  channels and ~K/block taps, which XLA:CPU runs far faster when I or O is small (a 7x7 conv
+  to 3 channels: 2.6x forward, 1.8x with its gradients). Same result to float rounding."""
+  if stride not in (1, block):
+    raise ValueError(f"blocked_conv: stride {stride} must be 1 or the block {block}")
+  b, h, w, _ = x.shape
+  k = kernel.shape[0]
+  out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
+  taps = _blocked_taps(k, block, stride).shape[0]
+  if stride == 1:  # each output block holds block x block pixels
+    out_bh, out_bw = -(-out_h // block), -(-out_w // block)
+  else:
+    out_bh, out_bw = out_h, out_w
+  # The input rows/cols the output blocks read, zero-padded or cropped to that.
+  need_h, need_w = (out_bh + taps - 1) * block, (out_bw + taps - 1) * block
+  x = jnp.pad(x, ((0, 0), (0, max(need_h - h, 0)), (0, max(need_w - w, 0)), (0, 0)))
+  x = x[:, :need_h, :need_w]
+  y = jax.lax.conv_general_dilated(
+    space_to_depth(x, block),
+    blocked_kernel(kernel, block, stride).astype(x.dtype),
+    (1, 1),
+    "VALID",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
+  if stride == 1:
+    y = depth_to_space(y, block)
+  return y[:, :out_h, :out_w]
+
+
+class BlockedConv(nn.Module):
+  """nn.Conv's function and params (kernel [K, K, I, O], bias [O]; N(0, 0.02) init) with
+  explicit zero `padding`, computed by blocked_conv (block 1: a plain conv)."""
+
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+  block: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", INIT, (k, k, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    x = x.astype(self.dtype)
+    p = self.padding
+    if self.block == 1:
+      y = jax.lax.conv_general_dilated(
+        x,
+        kernel.astype(self.dtype),
+        (self.stride, self.stride),
+        ((p, p), (p, p)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      )
+    else:
+      x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+      y = blocked_conv(x, kernel.astype(self.dtype), self.stride, self.block)
+    return y + bias.astype(self.dtype)
+
+
 class Upsample2x(nn.Module):
   """3x3 transposed conv, stride 2, output exactly 2H x 2W: the same function and params
   (kernel [3, 3, I, O], bias [O]) as `nn.ConvTranspose(O, (3, 3), (2, 2), ((1, 2), (1, 2)))`
@@ -152,7 +260,10 @@ class Generator(nn.Module):
       )
     f = self.filters
     x = x.astype(self.dtype)
-    x = nn.relu(instance_norm(_conv(f, 7, 1, "VALID", self.dtype, "conv_in")(reflect_pad(x, 3))))
+    # The 7x7 convs to/from 1-3 channels run blocked (see blocked_conv); a 7x7 conv to one
+    # channel is no faster blocked going forward, which is all translation runs.
+    conv_in = BlockedConv(f, 7, 1, 0, block=2, dtype=self.dtype, name="conv_in")
+    x = nn.relu(instance_norm(conv_in(reflect_pad(x, 3))))
     for i, mult in enumerate((2, 4)):
       x = _conv(f * mult, 3, 2, ((1, 1), (1, 1)), self.dtype, f"down_{i}")(x)
       x = nn.relu(instance_norm(x))
@@ -161,7 +272,9 @@ class Generator(nn.Module):
     for i, mult in enumerate((2, 1)):
       x = Upsample2x(f * mult, self.dtype, name=f"up_{i}")(x)
       x = nn.relu(instance_norm(x))
-    x = _conv(self.out_channels, 7, 1, "VALID", self.dtype, "conv_out")(reflect_pad(x, 3))
+    out_block = 2 if self.out_channels > 1 else 1
+    conv_out = BlockedConv(self.out_channels, 7, 1, 0, out_block, self.dtype, name="conv_out")
+    x = conv_out(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -178,15 +291,18 @@ class PatchDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    pad = ((1, 1), (1, 1))
     x = x.astype(self.dtype)
-    x = nn.leaky_relu(_conv(self.filters, 4, 2, pad, self.dtype, "conv_0")(x), 0.2)
+    # Stride-2 layers run blocked (see blocked_conv): 1.1-2.5x faster with their gradients.
+    conv = lambda features, stride, name: BlockedConv(
+      features, 4, stride, 1, block=stride, dtype=self.dtype, name=name
+    )
+    x = nn.leaky_relu(conv(self.filters, 2, "conv_0")(x), 0.2)
     for i in range(1, self.layers + 1):
       stride = 2 if i < self.layers else 1
       mult = min(2**i, 8)
-      x = _conv(self.filters * mult, 4, stride, pad, self.dtype, f"conv_{i}")(x)
+      x = conv(self.filters * mult, stride, f"conv_{i}")(x)
       x = nn.leaky_relu(instance_norm(x), 0.2)
-    x = _conv(1, 4, 1, pad, self.dtype, f"conv_{self.layers + 1}")(x)
+    x = conv(1, 1, f"conv_{self.layers + 1}")(x)
     return x.astype(jnp.float32)
 
 

@@ -84,3 +84,47 @@ def test_subpixel_upsample_equals_flax_conv_transpose_values_and_gradients(shape
   g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  # (input shape, kernel, stride, block, zero padding)
+  "shape,kernel,stride,block,pad",
+  [
+    ((2, 14, 14, 3), 7, 1, 2, 0),  # conv_in
+    ((1, 13, 11, 5), 7, 1, 2, 0),  # odd sizes: output blocks cropped
+    ((2, 14, 14, 5), 7, 1, 4, 0),
+    ((2, 10, 10, 2), 3, 1, 2, 1),
+    ((2, 16, 16, 3), 4, 2, 2, 1),  # PatchGAN conv_0
+    ((1, 9, 7, 4), 4, 2, 2, 1),
+    ((2, 12, 12, 4), 3, 2, 2, 1),
+  ],
+)
+def test_blocked_conv_equals_flax_conv_values_and_gradients(shape, kernel, stride, block, pad):
+  """The generator's conv_in/conv_out and the PatchGAN's stride-2 layers: same params,
+  outputs and gradients (input and kernel) as the nn.Conv they replace."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  ours = cyclegan.BlockedConv(6, kernel, stride, pad, block)
+  ref = nn.Conv(
+    6, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)), kernel_init=cyclegan.INIT
+  )
+  params = ours.init(jax.random.key(2), x)
+  ref_params = ref.init(jax.random.key(2), x)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
+    np.testing.assert_array_equal(a, b)  # same init: checkpoints and export are unchanged
+  params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (6,))}}
+  y, y_ref = ours.apply(params, x), ref.apply(params, x)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+  g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_space_to_depth_round_trips():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 4, 3))
+  s = cyclegan.space_to_depth(x, 2)
+  assert s.shape == (2, 3, 2, 12)
+  np.testing.assert_array_equal(s[0, 1, 0, 3:6], x[0, 2, 1])  # block (1, 0), pixel (0, 1)
+  np.testing.assert_array_equal(cyclegan.depth_to_space(s, 2), x)
