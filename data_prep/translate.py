@@ -90,16 +90,27 @@ class Translator:
     by_shape: dict[tuple, list[int]] = {}
     for i, x in enumerate(images):
       by_shape.setdefault(x.shape, []).append(i)
+    # One batch in flight while the previous one is copied back: JAX dispatches
+    # asynchronously, so the host's stacking/padding overlaps the device's work.
+    pending: list[tuple[list[int], tuple, jax.Array]] = []
     for shape, idx in by_shape.items():
       for start in range(0, len(idx), self.batch_size):
         chunk = idx[start : start + self.batch_size]
         x = np.stack([images[i] for i in chunk])
         x = np.concatenate([x, np.repeat(x[-1:], self.batch_size - len(chunk), 0)])
         x = jax.device_put(pad_to_multiple(x), sharding.batch_sharding(self.mesh, 4))
-        y = np.asarray(self._apply(self.params, x))[: len(chunk), : shape[0], : shape[1]]
-        for i, img in zip(chunk, y):
-          out[i] = (img + 1.0) / 2.0
+        pending.append((chunk, shape, self._apply(self.params, x)))
+        if len(pending) > 1:
+          self._collect(*pending.pop(0), out)
+    for item in pending:
+      self._collect(*item, out)
     return out
+
+  @staticmethod
+  def _collect(chunk: list[int], shape: tuple, y: jax.Array, out: list) -> None:
+    y = np.asarray(y)[: len(chunk), : shape[0], : shape[1]]
+    for i, img in zip(chunk, y):
+      out[i] = (img + 1.0) / 2.0
 
 
 def translate_records(
