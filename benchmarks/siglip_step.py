@@ -33,8 +33,11 @@ the next largest non-matmul cost. The forward's ops sum to more than the backwar
 1.62 s), although the backward has twice the matmul FLOPs: the forward's YNN fusions (dots
 with their bias/GELU epilogues) look like the slow ones, which makes
 `--xla_cpu_experimental_ynn_fusion_type=dot` (YNNPACK for plain dots only) the first XLA flag
-to try; one alternating-subprocess A/B under load was inconclusive (see the closing note of
-issue #17).
+to try. Later, idle: turning YNNPACK off or on for dots changed nothing beyond the +-15%
+run-to-run noise; what did was malloc. Each step's temporaries were mapped afresh (~210k page
+faults per `small` step, ~105k per `mini`); with fusionrs_jax/core/process_defaults.py's malloc
+setting (applied by every command, this one included, and so to the torch side too) the JAX
+steps got 15-20% faster and JAX/torch reached 1.14-1.18 (README "Benchmarks").
 """
 
 from __future__ import annotations

@@ -15,6 +15,16 @@ JAX, torch with 1 thread and torch with all cores run interleaved (A B C A B C .
 from other jobs falls on every contender alike; medians over the rounds are reported and the
 JAX/torch ratio is the median of the per-round ratios.
 
+Finding (idle machine, jaxlib 0.10.2; README "Benchmarks" has the table): the JAX side was
+2.5-4.5x slower than torch for three reasons, two of them outside the model. XLA:CPU's
+default YNNPACK convolutions ran the generator's small-channel convs 2-5x slower than XLA's
+Eigen convs; glibc mapped and unmapped each step's large temporaries afresh, ~700k page faults
+and 2-5 s of kernel time per `small` train step (worse right after a torch step, which is why
+the step looked slower interleaved than alone); and 7x7 convs to/from 1-3 channels run poorly
+in XLA:CPU. fusionrs_jax/core/process_defaults.py fixes the first two for every command and
+cyclegan.blocked_conv the third. What remains in the train step: the batch-minor transposes
+XLA adds for every conv's weight gradient and the 7x7 conv to one IR channel.
+
 The conv peak is the best time of one large 3x3 conv (jax.lax.conv_general_dilated, NHWC,
 256 -> 256 channels, float32): a roof the generator's convs (smaller channel counts, 7x7
 borders, transposed convs, instance norm between them) approach but do not reach.
