@@ -294,7 +294,8 @@ def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
   train_calls = {"jax": t["call"]}
   for n in sorted({1, os.cpu_count() or 1}):
     train_calls[f"torch_{n}t"] = with_threads(torch_t["call"], n)
-  train_all = interleaved(train_calls, rounds, warmup=1)
+  # Two warm-up steps: the heap can still grow (one-off page faults) on the second one.
+  train_all = interleaved(train_calls, rounds, warmup=2)
   train_best = min(
     (k for k in train_all if k != "jax"), key=lambda k: statistics.median(train_all[k])
   )
