@@ -6,8 +6,9 @@ XLA flags. XLA:CPU (jaxlib 0.10.2) hands each convolution to YNNPACK by default 
 `__ynn_fusion` in the optimised HLO). On the translator's convolutions YNNPACK ran 2-5x
 slower than XLA's own (Eigen) convolution here: the small generator's 3x3 64->64 residual
 conv at 64x64, batch 16, took 138 ms through YNNPACK and 30 ms without it (torch 2.13: 25 ms).
-Removing only the `individual_convolution` fusion type keeps YNNPACK for dots and reductions,
-where turning it off made the SigLIP and translator steps no faster or slower. Each default is
+Removing only the `individual_convolution` fusion type keeps YNNPACK for dots and reductions:
+turning YNNPACK off entirely left the SigLIP steps within noise and made the translator step
+slower (6.8 vs 5.6 s). Each default is
 appended to $XLA_FLAGS unless that variable already sets the same flag, so a user's own
 setting wins (e.g. `--xla_cpu_experimental_ynn_fusion_type=individual_convolution` restores
 JAX's choice). XLA reads $XLA_FLAGS once, when the first backend starts.

@@ -168,7 +168,7 @@ def blocked_conv(x: jax.Array, kernel: jax.Array, stride: int, block: int) -> ja
 
 class BlockedConv(nn.Module):
   """nn.Conv's function and params (kernel [K, K, I, O], bias [O]; N(0, 0.02) init) with
-  explicit zero `padding`, computed by blocked_conv (block 1: a plain conv)."""
+  explicit zero `padding`, computed by blocked_conv (block >= 2; see conv_layer for 1)."""
 
   features: int
   kernel_size: int
@@ -179,23 +179,21 @@ class BlockedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
+    k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", INIT, (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     x = x.astype(self.dtype)
-    p = self.padding
-    if self.block == 1:
-      y = jax.lax.conv_general_dilated(
-        x,
-        kernel.astype(self.dtype),
-        (self.stride, self.stride),
-        ((p, p), (p, p)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      )
-    else:
-      x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-      y = blocked_conv(x, kernel.astype(self.dtype), self.stride, self.block)
+    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+    y = blocked_conv(x, kernel.astype(self.dtype), self.stride, self.block)
     return y + bias.astype(self.dtype)
+
+
+def conv_layer(features: int, kernel: int, stride: int, padding: int, block: int, dtype, name):
+  """A conv layer with zero `padding`: plain (_conv) for block 1, else BlockedConv. Both have
+  the same params, so the choice never changes checkpoints or the torch export."""
+  if block == 1:
+    return _conv(features, kernel, stride, ((padding, padding),) * 2, dtype, name)
+  return BlockedConv(features, kernel, stride, padding, block, dtype, name=name)
 
 
 class Upsample2x(nn.Module):
@@ -262,7 +260,7 @@ class Generator(nn.Module):
     x = x.astype(self.dtype)
     # The 7x7 convs to/from 1-3 channels run blocked (see blocked_conv); a 7x7 conv to one
     # channel is no faster blocked going forward, which is all translation runs.
-    conv_in = BlockedConv(f, 7, 1, 0, block=2, dtype=self.dtype, name="conv_in")
+    conv_in = conv_layer(f, 7, 1, 0, 2, self.dtype, "conv_in")
     x = nn.relu(instance_norm(conv_in(reflect_pad(x, 3))))
     for i, mult in enumerate((2, 4)):
       x = _conv(f * mult, 3, 2, ((1, 1), (1, 1)), self.dtype, f"down_{i}")(x)
@@ -273,7 +271,7 @@ class Generator(nn.Module):
       x = Upsample2x(f * mult, self.dtype, name=f"up_{i}")(x)
       x = nn.relu(instance_norm(x))
     out_block = 2 if self.out_channels > 1 else 1
-    conv_out = BlockedConv(self.out_channels, 7, 1, 0, out_block, self.dtype, name="conv_out")
+    conv_out = conv_layer(self.out_channels, 7, 1, 0, out_block, self.dtype, "conv_out")
     x = conv_out(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))
 
@@ -293,8 +291,8 @@ class PatchDiscriminator(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(self.dtype)
     # Stride-2 layers run blocked (see blocked_conv): 1.1-2.5x faster with their gradients.
-    conv = lambda features, stride, name: BlockedConv(
-      features, 4, stride, 1, block=stride, dtype=self.dtype, name=name
+    conv = lambda features, stride, name: conv_layer(
+      features, 4, stride, 1, stride, self.dtype, name
     )
     x = nn.leaky_relu(conv(self.filters, 2, "conv_0")(x), 0.2)
     for i in range(1, self.layers + 1):

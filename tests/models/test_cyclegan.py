@@ -65,6 +65,18 @@ def test_instance_norm_normalises_each_sample_and_channel():
   np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-3)
 
 
+def _assert_same_function(ours, ref, params, x, grad_atol):
+  """Same outputs and same gradients (params and input) of sum(sin(module(x)))."""
+  y, y_ref = ours.apply(params, x), ref.apply(params, x)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+  g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=grad_atol)
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 4, 4, 6)])
 def test_subpixel_upsample_equals_flax_conv_transpose_values_and_gradients(shape):
   """The generator's up_i layers: same params, outputs and gradients as the dilated-input
@@ -76,14 +88,8 @@ def test_subpixel_upsample_equals_flax_conv_transpose_values_and_gradients(shape
   bias = jax.random.normal(jax.random.key(3), (4,))
   params = {"params": {**params["params"], "bias": bias}}
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref.init(jax.random.key(2), x))
-  y, y_ref = ours.apply(params, x), ref.apply(params, x)
-  assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
-  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
-  g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert ours.apply(params, x).shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
+  _assert_same_function(ours, ref, params, x, grad_atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -112,14 +118,7 @@ def test_blocked_conv_equals_flax_conv_values_and_gradients(shape, kernel, strid
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
     np.testing.assert_array_equal(a, b)  # same init: checkpoints and export are unchanged
   params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (6,))}}
-  y, y_ref = ours.apply(params, x), ref.apply(params, x)
-  assert y.shape == y_ref.shape
-  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
-  g = jax.grad(loss(ours), argnums=(0, 1))(params, x)
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  _assert_same_function(ours, ref, params, x, grad_atol=1e-4)
 
 
 def test_space_to_depth_round_trips():
