@@ -65,6 +65,33 @@ def test_instance_norm_normalises_each_sample_and_channel():
   np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-3)
 
 
+def test_instance_norm_gradient_matches_autodiff_of_the_formula():
+  """The custom VJP equals jax.grad of the plain mean/variance formula, input and output
+  gradients, in float32 and bfloat16."""
+
+  def plain(x):
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(axis=(1, 2), keepdims=True)
+    var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + cyclegan.NORM_EPS)).astype(x.dtype)
+
+  kx, kw = jax.random.split(jax.random.PRNGKey(3))
+  x = jax.random.normal(kx, (3, 9, 7, 5)) * 3 + 1
+  w = jax.random.normal(kw, x.shape)
+  # A loss that weights every element differently, so all terms of the VJP matter.
+  loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x).astype(jnp.float32)) * w)
+  np.testing.assert_allclose(cyclegan.instance_norm(x), plain(x), rtol=1e-6, atol=1e-6)
+  g, g_ref = jax.grad(loss(cyclegan.instance_norm))(x), jax.grad(loss(plain))(x)
+  assert float(jnp.max(jnp.abs(g_ref))) > 0.1
+  np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+  xb = x.astype(jnp.bfloat16)
+  gb = jax.grad(loss(cyclegan.instance_norm))(xb)
+  assert gb.dtype == jnp.bfloat16
+  np.testing.assert_allclose(
+    np.asarray(gb, np.float32), np.asarray(jax.grad(loss(plain))(xb), np.float32), atol=2e-2
+  )
+
+
 def _assert_same_function(ours, ref, params, x, grad_atol):
   """Same outputs and same gradients (params and input) of sum(sin(module(x)))."""
   y, y_ref = ours.apply(params, x), ref.apply(params, x)
@@ -118,6 +145,35 @@ def test_blocked_conv_equals_flax_conv_values_and_gradients(shape, kernel, strid
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
     np.testing.assert_array_equal(a, b)  # same init: checkpoints and export are unchanged
   params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (6,))}}
+  _assert_same_function(ours, ref, params, x, grad_atol=1e-4)
+
+
+@pytest.mark.parametrize(
+  # (input shape, kernel, features, zero padding, split)
+  "shape,kernel,features,pad,split",
+  [
+    ((2, 14, 14, 16), 7, 1, 0, True),  # the IR generator's conv_out
+    ((2, 14, 14, 16), 7, 3, 0, True),  # the RGB generator's conv_out
+    ((1, 13, 9, 4), 3, 2, 1, True),  # odd sizes, padding
+    ((2, 14, 14, 1), 7, 6, 0, False),  # the IR generator's conv_in
+    ((1, 9, 13, 3), 5, 4, 2, False),
+  ],
+)
+def test_row_conv_equals_flax_conv_values_and_gradients(shape, kernel, features, pad, split):
+  """The generator's conv_in (1 channel) and conv_out: same init, params, outputs and
+  gradients (input and kernel) as the nn.Conv they replace."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  ours = cyclegan.RowConv(features, kernel, pad, split)
+  ref = nn.Conv(
+    features, (kernel, kernel), padding=((pad, pad), (pad, pad)), kernel_init=cyclegan.INIT
+  )
+  params = ours.init(jax.random.key(2), x)
+  for a, b in zip(
+    jax.tree.leaves(params), jax.tree.leaves(ref.init(jax.random.key(2), x)), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  bias = jax.random.normal(jax.random.key(3), (features,))
+  params = {"params": {**params["params"], "bias": bias}}
   _assert_same_function(ours, ref, params, x, grad_atol=1e-4)
 
 
