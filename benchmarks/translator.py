@@ -21,9 +21,22 @@ default YNNPACK convolutions ran the generator's small-channel convs 2-5x slower
 Eigen convs; glibc mapped and unmapped each step's large temporaries afresh, ~700k page faults
 and 2-5 s of kernel time per `small` train step (worse right after a torch step, which is why
 the step looked slower interleaved than alone); and 7x7 convs to/from 1-3 channels run poorly
-in XLA:CPU. fusionrs_jax/core/process_defaults.py fixes the first two for every command and
-cyclegan.blocked_conv the third. What remains in the train step: the batch-minor transposes
-XLA adds for every conv's weight gradient and the 7x7 conv to one IR channel.
+in XLA:CPU. fusionrs_jax/core/process_defaults.py fixes the first two for every command;
+cyclegan.blocked_conv, row_split_conv and row_stack_conv (same params and function) the third.
+
+Per generator stage (fwd + grads of params and input, batch 8, 256 px, `small`; JAX vs torch 2
+threads, ms, one interleaved run): head 3->16 184 vs 140, down_0 92 vs 72, down_1 46 vs 45,
+one residual block 119 vs 106 (x4), up_0 74 vs 51, up_1 126 vs 84, and the 7x7 conv to one IR
+channel 173 vs 237 before it was row-split (89 ms for the conv alone after, 153 before). So
+the remaining gap of the `small` step is spread over the layers at 128-256 px with 16-32
+channels, where memory-bound work dominates: instance norm and its gradient, reflection-pad
+gradients, and the batch-minor transposes XLA adds for each conv's weight gradient (fused with
+the recomputed norm: 60-100 ms each at 256 px before instance norm got its closed-form VJP).
+Tried and dropped (no gain on the whole step, interleaved A/B): splitting the batch into
+micro-batches (unrolled: a single generator 20% faster at micro-batch 2, the whole step no
+faster; lax.scan: 10x slower), weight gradients as per-tap dots (2-4x slower than XLA's conv),
+and the XLA flags onednn_fusion_type, use_onednn, the concurrency-optimised scheduler on/off,
+tiling propagation (slower) and prefer_vector_width=512.
 
 The conv peak is the best time of one large 3x3 conv (jax.lax.conv_general_dilated, NHWC,
 256 -> 256 channels, float32): a roof the generator's convs (smaller channel counts, 7x7
