@@ -14,8 +14,9 @@ every contender alike; medians over the rounds are reported, and the JAX/torch r
 median of the per-round ratios. The first-step losses of both sides are compared (same
 weights and batch, so they must agree to float32 tolerance).
 
---profile traces a few JAX steps with jax.profiler and sums each XLA op's time by what it
-computes, from the op's HLO metadata (the Flax module path): attention projections, attention
+--profile traces a few JAX steps (3 in --quick) with jax.profiler and sums each XLA op's
+time (its median run times its runs per step, so a run stalled by another process does not
+count) by what it computes, from the op's HLO metadata (the Flax module path): attention projections, attention
 core (scores, softmax, weighted values), MLP, layer norm, embeddings, other model ops
 (residual adds, heads, L2 norm), loss, optimizer (clipping, Adam, weight decay, grad norm).
 
@@ -328,22 +329,26 @@ def profile_step(call, compiled, steps: int) -> dict:
     wall = (time.perf_counter() - t0) / steps
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
     data = jax.profiler.ProfileData.from_file(path)
-  ms = collections.Counter()
-  direction = collections.Counter()
-  per_op = collections.Counter()
+  durations = collections.defaultdict(list)
   for plane in data.planes:
     for line in plane.lines:
       for event in line.events:
         stats = dict(event.stats)
         op = stats.get("hlo_op")
-        if op is None or "train_step" not in str(stats.get("hlo_module", "")):
-          continue
-        category, backward = categories.get(op, ("unattributed", False))
-        t = event.duration_ns / 1e6 / steps
-        ms[category] += t
-        per_op[(op, category)] += t
-        if category not in ("optimizer", "unattributed"):
-          direction["backward" if backward else "forward"] += t
+        if op is not None and "train_step" in str(stats.get("hlo_module", "")):
+          durations[op].append(event.duration_ns / 1e6)
+  ms = collections.Counter()
+  direction = collections.Counter()
+  per_op = collections.Counter()
+  for op, times in durations.items():
+    category, backward = categories.get(op, ("unattributed", False))
+    # The median run of the op times its runs per step: one run stalled by another process
+    # on this shared CPU does not count as the op's cost.
+    t = statistics.median(times) * len(times) / steps
+    ms[category] += t
+    per_op[(op, category)] += t
+    if category not in ("optimizer", "unattributed"):
+      direction["backward" if backward else "forward"] += t
   total = sum(ms.values())
   return {
     "steps_traced": steps,
@@ -522,7 +527,7 @@ def main(argv) -> None:
   else:
     cases, batch, rounds, warmup = parse_cases(f.cases), f.batch, f.rounds, f.warmup
     loss_batch = f.loss_batch
-  profile = (1 if f.quick else f.profile_steps) if f.profile else 0
+  profile = (3 if f.quick else f.profile_steps) if f.profile else 0
   result = {
     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     "cases": [run_case(p, v, batch, rounds, warmup, profile) for p, v in cases],
