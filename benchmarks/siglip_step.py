@@ -16,9 +16,10 @@ weights and batch, so they must agree to float32 tolerance).
 
 --profile traces a few JAX steps (3 in --quick) with jax.profiler and sums each XLA op's
 time (its median run times its runs per step, so a run stalled by another process does not
-count) by what it computes, from the op's HLO metadata (the Flax module path): attention projections, attention
-core (scores, softmax, weighted values), MLP, layer norm, embeddings, other model ops
-(residual adds, heads, L2 norm), loss, optimizer (clipping, Adam, weight decay, grad norm).
+count) by what it computes, from the op's HLO metadata (the Flax module path): attention
+projections, attention core (scores, softmax, weighted values), MLP, layer norm, embeddings,
+other model ops (residual adds, heads, L2 norm), loss, optimizer (clipping, Adam, weight
+decay, grad norm).
 
 Finding (small, batch 64, rgb_only; JAX 0.10.2 XLA:CPU, 2 cores shared with a running
 pipeline, so absolute times are inflated; benchmarks/results/siglip_step_profile_small.json):

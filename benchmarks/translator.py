@@ -34,7 +34,7 @@ gradients, and the batch-minor transposes XLA adds for each conv's weight gradie
 the recomputed norm: 60-100 ms each at 256 px before instance norm got its closed-form VJP).
 Tried and dropped (no gain on the whole step, interleaved A/B): splitting the batch into
 micro-batches (unrolled: a single generator 20% faster at micro-batch 2, the whole step no
-faster; lax.scan: 10x slower), weight gradients as per-tap dots (2-4x slower than XLA's conv),
+faster; lax.scan: 12-14x slower), weight gradients as per-tap dots (2-4x slower than XLA's conv),
 and the XLA flags onednn_fusion_type, use_onednn, the concurrency-optimised scheduler on/off,
 tiling propagation (slower) and prefer_vector_width=512.
 

@@ -119,6 +119,12 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.stack(rows)
 
 
+def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+    x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+
+
 def space_to_depth(x: jax.Array, block: int) -> jax.Array:
   """[B, H, W, C] -> [B, H/block, W/block, block*block*C], channels ordered (row, col, C)."""
   b, h, w, c = x.shape
@@ -182,16 +188,22 @@ def blocked_conv(x: jax.Array, kernel: jax.Array, stride: int, block: int) -> ja
   need_h, need_w = (out_bh + taps - 1) * block, (out_bw + taps - 1) * block
   x = jnp.pad(x, ((0, 0), (0, max(need_h - h, 0)), (0, max(need_w - w, 0)), (0, 0)))
   x = x[:, :need_h, :need_w]
-  y = jax.lax.conv_general_dilated(
-    space_to_depth(x, block),
-    blocked_kernel(kernel, block, stride).astype(x.dtype),
-    (1, 1),
-    "VALID",
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
+  y = _conv_valid(space_to_depth(x, block), blocked_kernel(kernel, block, stride).astype(x.dtype))
   if stride == 1:
     y = depth_to_space(y, block)
   return y[:, :out_h, :out_w]
+
+
+def _conv_params_and_padded_input(module: nn.Module, x: jax.Array):
+  """For a conv module with nn.Conv's params (features, kernel_size, padding, dtype fields):
+  x zero-padded and cast, and its kernel [K, K, I, O] and bias [O] (N(0, 0.02) and zero init)
+  in the module's dtype. Call from the module's compact __call__."""
+  k, p = module.kernel_size, module.padding
+  kernel = module.param("kernel", INIT, (k, k, x.shape[-1], module.features))
+  bias = module.param("bias", nn.initializers.zeros, (module.features,))
+  x = x.astype(module.dtype)
+  x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+  return x, kernel.astype(module.dtype), bias.astype(module.dtype)
 
 
 class BlockedConv(nn.Module):
@@ -207,19 +219,8 @@ class BlockedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k, p = self.kernel_size, self.padding
-    kernel = self.param("kernel", INIT, (k, k, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    x = x.astype(self.dtype)
-    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-    y = blocked_conv(x, kernel.astype(self.dtype), self.stride, self.block)
-    return y + bias.astype(self.dtype)
-
-
-def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(
-    x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-  )
+    x, kernel, bias = _conv_params_and_padded_input(self, x)
+    return blocked_conv(x, kernel, self.stride, self.block) + bias
 
 
 def row_split_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -256,13 +257,9 @@ class RowConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k, p = self.kernel_size, self.padding
-    kernel = self.param("kernel", INIT, (k, k, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    x = x.astype(self.dtype)
-    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+    x, kernel, bias = _conv_params_and_padded_input(self, x)
     conv = row_split_conv if self.split else row_stack_conv
-    return conv(x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    return conv(x, kernel) + bias
 
 
 def conv_layer(features: int, kernel: int, stride: int, padding: int, block: int, dtype, name):
@@ -289,13 +286,7 @@ class Upsample2x(nn.Module):
     kernel = self.param("kernel", INIT, (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     padded = jnp.pad(x.astype(self.dtype), ((0, 0), (0, 1), (0, 1), (0, 0)))
-    y = jax.lax.conv_general_dilated(
-      padded,
-      subpixel_kernel(kernel).astype(self.dtype),
-      (1, 1),
-      "VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    y = _conv_valid(padded, subpixel_kernel(kernel).astype(self.dtype))
     batch, h, w, _ = y.shape
     y = y.reshape(batch, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(batch, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
