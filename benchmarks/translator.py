@@ -32,11 +32,27 @@ the remaining gap of the `small` step is spread over the layers at 128-256 px wi
 channels, where memory-bound work dominates: instance norm and its gradient, reflection-pad
 gradients, and the batch-minor transposes XLA adds for each conv's weight gradient (fused with
 the recomputed norm: 60-100 ms each at 256 px before instance norm got its closed-form VJP).
+The gap sits where a conv meets instance norm: a 3x3 conv with reflection padding, fwd + grads,
+costs JAX about what it costs torch (38 vs 43 ms at 64 px 64 ch, 77 vs 70 at 256 px 16 ch, 47
+vs 51 at 128 px 32 ch), but adding instance norm + ReLU after it adds 16 / 35 / 20 ms in JAX
+against 3.5 / 20 / 10 in torch, though instance norm + ReLU alone costs the same on both sides
+(27 vs 24 ms at 256 px). XLA recomputes the normalised output inside each backward consumer
+(input gradient, batch-minor weight-gradient transpose, bias sum) and the per-channel reductions
+run on one thread: about the same user CPU per step as torch (8.0-8.6 vs 7.9-8.3 s), spread
+over fewer busy cores.
 Tried and dropped (no gain on the whole step, interleaved A/B): splitting the batch into
 micro-batches (unrolled: a single generator 20% faster at micro-batch 2, the whole step no
-faster; lax.scan: 12-14x slower), weight gradients as per-tap dots (2-4x slower than XLA's conv),
-and the XLA flags onednn_fusion_type, use_onednn, the concurrency-optimised scheduler on/off,
-tiling propagation (slower) and prefer_vector_width=512.
+faster; lax.scan: 12-14x slower; unrolled with optimization barriers forcing one micro-batch
+after another: 0-12% faster across four runs, temp memory unchanged at 2.44 GB), weight
+gradients as per-tap dots (2-4x slower than XLA's conv), instance norm without the conv bias
+it cancels, with one-pass shifted statistics, or with its reductions split in halves (all
+within noise), the batch folded into the image height so weight gradients need no batch-minor
+transpose (equal or 3-15% slower), the head kept in space-to-depth layout through down_0
+(175 vs 176 ms), and the XLA flags onednn_fusion_type, use_onednn, the concurrency-optimised
+scheduler on/off, tiling propagation (slower), prefer_vector_width=512, and YNNPACK fusion
+types reduce off (slower), eltwise off and individual_dot off (noise). Running each side in
+its own process instead of interleaved in one does not close it either: torch 3.66-3.82 s,
+JAX 4.17-4.40 s per `small` step (0.85-0.88).
 
 The conv peak is the best time of one large 3x3 conv (jax.lax.conv_general_dilated, NHWC,
 256 -> 256 channels, float32): a roof the generator's convs (smaller channel counts, 7x7
