@@ -119,6 +119,60 @@ def test_subpixel_upsample_equals_flax_conv_transpose_values_and_gradients(shape
   _assert_same_function(ours, ref, params, x, grad_atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 4, 4, 6)])
+def test_upsample_norm_relu_equals_norm_after_shuffle(shape):
+  """norm_relu normalises before the pixel shuffle: the same values and gradients as
+  ReLU(instance_norm(.)) of the shuffled output (what the published generator computes)."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  ours = cyclegan.Upsample2x(4, norm_relu=True)
+  kernel = 0.3 * jax.random.normal(jax.random.key(2), (3, 3, shape[-1], 4))
+  params = {"params": {"kernel": kernel, "bias": jax.random.normal(jax.random.key(3), (4,))}}
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.key(2), x))
+
+  class Ref(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.relu(cyclegan.instance_norm(cyclegan.Upsample2x(4, name="inner")(x)))
+
+  ref_params = {"params": {"inner": params["params"]}}
+  y, y_ref = ours.apply(params, x), Ref().apply(ref_params, x)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  assert float(jnp.std(y_ref)) > 0.1  # not a degenerate all-zero output
+  loss = lambda f, p: jnp.sum(jnp.sin(3 * f(p, x)) * jnp.arange(4))
+  g = jax.grad(lambda p: loss(ours.apply, p))(params)["params"]
+  g_ref = jax.grad(lambda p: loss(Ref().apply, p))(ref_params)["params"]["inner"]
+  np.testing.assert_allclose(g["kernel"], g_ref["kernel"], rtol=1e-4, atol=1e-5)
+  # The bias cancels under the norm: both gradients are zero up to rounding.
+  scale = float(jnp.abs(g_ref["kernel"]).max())
+  assert scale > 1.0
+  assert float(jnp.abs(g["bias"]).max()) < 1e-5 * scale
+  assert float(jnp.abs(g_ref["bias"]).max()) < 1e-5 * scale
+  gx = jax.grad(lambda x: jnp.sum(jnp.sin(3 * ours.apply(params, x))))(x)
+  gx_ref = jax.grad(lambda x: jnp.sum(jnp.sin(3 * Ref().apply(ref_params, x))))(x)
+  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 4, 10, 5), (2, 2, 2, 1)])
+def test_down_conv_equals_flax_strided_conv_values_and_gradients(shape):
+  """The generator's down_i: nn.Conv(3x3, stride 2, padding 1)'s params, values and
+  gradients, with the input gradient computed as a sub-pixel transposed conv."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  ours = cyclegan.DownConv(4)
+  ref = nn.Conv(4, (3, 3), (2, 2), ((1, 1), (1, 1)), kernel_init=cyclegan.INIT)
+  params = ours.init(jax.random.key(2), x)
+  for a, b in zip(
+    jax.tree.leaves(params), jax.tree.leaves(ref.init(jax.random.key(2), x)), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (4,))}}
+  _assert_same_function(ours, ref, params, x, grad_atol=1e-5)
+
+
+def test_down_conv_rejects_odd_sizes():
+  with pytest.raises(ValueError, match="even"):
+    cyclegan.DownConv(4).init(jax.random.key(0), jnp.zeros((1, 5, 4, 3)))
+
+
 @pytest.mark.parametrize(
   # (input shape, kernel, stride, block, zero padding)
   "shape,kernel,stride,block,pad",
