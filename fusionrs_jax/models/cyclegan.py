@@ -182,11 +182,11 @@ def blocked_kernel(kernel: jax.Array, block: int, stride: int) -> jax.Array:
   return k.reshape(taps, taps, block * block * i, phases * phases * o)
 
 
-def blocked_conv(x: jax.Array, kernel: jax.Array, stride: int, block: int) -> jax.Array:
-  """The VALID conv of x [B, H, W, I] with kernel [K, K, I, O] at stride 1 or `block`,
-  computed on space_to_depth(x, block) with blocked_kernel: a conv with block^2 times the
-  channels and ~K/block taps, which XLA:CPU runs far faster when I or O is small (a 7x7 conv
-  to 3 channels: 2.6x forward, 1.8x with its gradients). Same result to float rounding."""
+def _blocked_conv_blocks(
+  x: jax.Array, kernel: jax.Array, stride: int, block: int
+) -> tuple[jax.Array, int, int]:
+  """blocked_conv before its depth-to-space and crop: the conv output on blocks
+  [B, h, w, P*P*O] (P = block for stride 1, else 1) and the output size out_h, out_w."""
   if stride not in (1, block):
     raise ValueError(f"blocked_conv: stride {stride} must be 1 or the block {block}")
   b, h, w, _ = x.shape
@@ -202,6 +202,15 @@ def blocked_conv(x: jax.Array, kernel: jax.Array, stride: int, block: int) -> ja
   x = jnp.pad(x, ((0, 0), (0, max(need_h - h, 0)), (0, max(need_w - w, 0)), (0, 0)))
   x = x[:, :need_h, :need_w]
   y = _conv_valid(space_to_depth(x, block), blocked_kernel(kernel, block, stride).astype(x.dtype))
+  return y, out_h, out_w
+
+
+def blocked_conv(x: jax.Array, kernel: jax.Array, stride: int, block: int) -> jax.Array:
+  """The VALID conv of x [B, H, W, I] with kernel [K, K, I, O] at stride 1 or `block`,
+  computed on space_to_depth(x, block) with blocked_kernel: a conv with block^2 times the
+  channels and ~K/block taps, which XLA:CPU runs far faster when I or O is small (a 7x7 conv
+  to 3 channels: 2.6x forward, 1.8x with its gradients). Same result to float rounding."""
+  y, out_h, out_w = _blocked_conv_blocks(x, kernel, stride, block)
   if stride == 1:
     y = depth_to_space(y, block)
   return y[:, :out_h, :out_w]
@@ -221,19 +230,34 @@ def _conv_params_and_padded_input(module: nn.Module, x: jax.Array):
 
 class BlockedConv(nn.Module):
   """nn.Conv's function and params (kernel [K, K, I, O], bias [O]; N(0, 0.02) init) with
-  explicit zero `padding`, computed by blocked_conv (block >= 2; see conv_layer for 1)."""
+  explicit zero `padding`, computed by blocked_conv (block >= 2; see conv_layer for 1).
+
+  With `norm_relu` (stride 1), ReLU(instance_norm(.)) of that, normalised on the blocks
+  before their depth-to-space, as Upsample2x does (same function to float rounding)."""
 
   features: int
   kernel_size: int
   stride: int
   padding: int
   block: int
+  norm_relu: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x, kernel, bias = _conv_params_and_padded_input(self, x)
-    return blocked_conv(x, kernel, self.stride, self.block) + bias
+    if not self.norm_relu:
+      return blocked_conv(x, kernel, self.stride, self.block) + bias
+    if self.stride != 1:
+      raise ValueError("BlockedConv: norm_relu needs stride 1")
+    y, out_h, out_w = _blocked_conv_blocks(x, kernel, 1, self.block)
+    n = self.block
+    if out_h % n or out_w % n:  # partial edge blocks: normalise the cropped image
+      return _norm_relu(blocked_conv(x, kernel, 1, n) + bias)
+    b = y.shape[0]
+    y = y[:, : out_h // n, : out_w // n].reshape(b, out_h // n, out_w // n, n * n, -1) + bias
+    y = nn.relu(instance_norm(y))
+    return depth_to_space(y.reshape(b, out_h // n, out_w // n, -1), n)
 
 
 def row_split_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -417,13 +441,15 @@ class Generator(nn.Module):
     f = self.filters
     x = x.astype(self.dtype)
     # The 7x7 convs to/from 1-3 channels are computed in forms XLA:CPU runs faster (same
-    # params and function): from 1 channel on row-stacked input, from 3 blocked, to 1-3
-    # channels as row-split sums. Measured per layer in benchmarks/translator.py's docstring.
+    # params and function): from 1 channel on row-stacked input, from 3 blocked (normalised on
+    # its blocks), to 1-3 channels as row-split sums. Measured per layer in
+    # benchmarks/translator.py's docstring.
     if x.shape[-1] == 1:
       conv_in = RowConv(f, 7, 0, split=False, dtype=self.dtype, name="conv_in")
+      x = _norm_relu(conv_in(reflect_pad(x, 3)))
     else:
-      conv_in = conv_layer(f, 7, 1, 0, 2, self.dtype, "conv_in")
-    x = _norm_relu(conv_in(reflect_pad(x, 3)))
+      conv_in = BlockedConv(f, 7, 1, 0, 2, norm_relu=True, dtype=self.dtype, name="conv_in")
+      x = conv_in(reflect_pad(x, 3))
     for i, mult in enumerate((2, 4)):
       x = DownConv(f * mult, self.dtype, name=f"down_{i}")(x)
       x = _norm_relu(x)

@@ -202,6 +202,28 @@ def test_blocked_conv_equals_flax_conv_values_and_gradients(shape, kernel, strid
   _assert_same_function(ours, ref, params, x, grad_atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(2, 14, 14, 3), (1, 13, 11, 2)])  # whole / partial blocks
+def test_blocked_conv_norm_relu_equals_norm_after_conv(shape):
+  """The RGB generator's conv_in normalises on its blocks: the same values and gradients as
+  ReLU(instance_norm(.)) of the plain conv."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  ours = cyclegan.BlockedConv(4, 7, 1, 0, 2, norm_relu=True)
+  kernel = 0.2 * jax.random.normal(jax.random.key(2), (7, 7, shape[-1], 4))
+  params = {"params": {"kernel": kernel, "bias": jax.random.normal(jax.random.key(3), (4,))}}
+  ref = nn.Conv(4, (7, 7), padding="VALID")
+  ref_fn = lambda p, x: nn.relu(cyclegan.instance_norm(ref.apply(p, x)))
+  y, y_ref = ours.apply(params, x), ref_fn(params, x)
+  assert y.shape == (shape[0], shape[1] - 6, shape[2] - 6, 4)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda p, x: jnp.sum(jnp.sin(3 * f(p, x)) * jnp.arange(4))
+  (g, gx), (g_ref, gx_ref) = (
+    jax.grad(loss(f), argnums=(0, 1))(params, x) for f in (ours.apply, ref_fn)
+  )
+  scale = float(jnp.abs(g_ref["params"]["kernel"]).max())
+  np.testing.assert_allclose(g["params"]["kernel"], g_ref["params"]["kernel"], atol=1e-5 * scale)
+  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
   # (input shape, kernel, features, zero padding, split)
   "shape,kernel,features,pad,split",
