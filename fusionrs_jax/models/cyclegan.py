@@ -304,7 +304,7 @@ def conv_layer(features: int, kernel: int, stride: int, padding: int, block: int
   the same params, so the choice never changes checkpoints or the torch export."""
   if block == 1:
     return _conv(features, kernel, stride, ((padding, padding),) * 2, dtype, name)
-  return BlockedConv(features, kernel, stride, padding, block, dtype, name=name)
+  return BlockedConv(features, kernel, stride, padding, block, dtype=dtype, name=name)
 
 
 def _transposed_conv_s2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
