@@ -25,21 +25,34 @@ in XLA:CPU. fusionrs_jax/core/process_defaults.py fixes the first two for every 
 cyclegan.blocked_conv, row_split_conv and row_stack_conv (same params and function) the third.
 
 Per generator stage (fwd + grads of params and input, batch 8, 256 px, `small`; JAX vs torch 2
-threads, ms, one interleaved run): head 3->16 184 vs 140, down_0 92 vs 72, down_1 46 vs 45,
-one residual block 119 vs 106 (x4), up_0 74 vs 51, up_1 126 vs 84, and the 7x7 conv to one IR
-channel 173 vs 237 before it was row-split (89 ms for the conv alone after, 153 before). So
-the remaining gap of the `small` step is spread over the layers at 128-256 px with 16-32
-channels, where memory-bound work dominates: instance norm and its gradient, reflection-pad
-gradients, and the batch-minor transposes XLA adds for each conv's weight gradient (fused with
-the recomputed norm: 60-100 ms each at 256 px before instance norm got its closed-form VJP).
-The gap sits where a conv meets instance norm: a 3x3 conv with reflection padding, fwd + grads,
-costs JAX about what it costs torch (38 vs 43 ms at 64 px 64 ch, 77 vs 70 at 256 px 16 ch, 47
-vs 51 at 128 px 32 ch), but adding instance norm + ReLU after it adds 16 / 35 / 20 ms in JAX
-against 3.5 / 20 / 10 in torch, though instance norm + ReLU alone costs the same on both sides
-(27 vs 24 ms at 256 px). XLA recomputes the normalised output inside each backward consumer
-(input gradient, batch-minor weight-gradient transpose, bias sum) and the per-channel reductions
-run on one thread: about the same user CPU per step as torch (8.0-8.6 vs 7.9-8.3 s), spread
-over fewer busy cores.
+threads, ms, one interleaved run, before the changes below): head 3->16 184 vs 140, down_0 92
+vs 72, down_1 46 vs 45, one residual block 119 vs 106 (x4), up_0 74 vs 51, up_1 126 vs 84, and
+the 7x7 conv to one IR channel 173 vs 237 before it was row-split (89 ms for the conv alone
+after, 153 before). So the remaining gap of the `small` step was spread over the layers at
+128-256 px with 16-32 channels, where memory-bound work dominates: instance norm and its
+gradient, reflection-pad gradients, and the batch-minor transposes XLA adds for each conv's
+weight gradient (fused with the recomputed norm: 60-100 ms each at 256 px before instance
+norm got its closed-form VJP).
+
+The gap sat where a conv meets instance norm, and worst where the conv ends in a pixel
+shuffle (the sub-pixel up_i, the blocked conv_in): XLA:CPU fuses the depth-to-space index
+arithmetic into every pass of the norm and its gradient, and those fused passes ran several
+times slower than the same passes over a plain array. Normalising before the shuffle (a
+channel's stats over its H x W x 4 phase pixels) took up_1 with gradients from 91 to 77 ms
+and conv_in from 137 to 112 ms (torch 57 and 115); the stride-2 down_i convs' input gradient
+as a sub-pixel transposed conv instead of XLA's conv over a zero-dilated gradient took 41 ->
+24 ms at 256 px (torch 17). Both: 4-5% on a generator, 4% on the `small` step. Beware when
+measuring a stage: a cotangent captured as a constant lets XLA fold its transposes at compile
+time (a conv-only stage then looks 25% cheaper than it is); pass it as an argument.
+What is left (stage medians, JAX vs torch 2 threads, ms): down_0 60 vs 53, down_1 45 vs 39,
+one residual block 108 vs 95, up_1 77 vs 57-61; a whole generator 865 vs 871, the generator
+loss with gradients 3.62 vs 3.48 s. The 3x3 convs' weight gradients are the largest single
+piece (Eigen after batch-minor transposes: 17.8 vs 13.4 ms for a 64->64 residual conv, 23.6
+vs 7.5 for down_0; torch's oneDNN runs them near the conv peak). The JAX step also leaves ~6%
+of the cores idle (1.88 of 2 busy against 1.99, ~15-20k thread wake-ups per step against
+~120) and now and then pays a burst of ~550-600k page faults (10-17 s of kernel time) that
+torch never shows.
+
 Tried and dropped (no gain on the whole step, interleaved A/B): splitting the batch into
 micro-batches (unrolled: a single generator 20% faster at micro-batch 2, the whole step no
 faster; lax.scan: 12-14x slower; unrolled with optimization barriers forcing one micro-batch
@@ -50,7 +63,12 @@ within noise), the batch folded into the image height so weight gradients need n
 transpose (equal or 3-15% slower), the head kept in space-to-depth layout through down_0
 (175 vs 176 ms), and the XLA flags onednn_fusion_type, use_onednn, the concurrency-optimised
 scheduler on/off, tiling propagation (slower), prefer_vector_width=512, and YNNPACK fusion
-types reduce off (slower), eltwise off and individual_dot off (noise). Running each side in
+types reduce off (slower), eltwise off and individual_dot off (noise); this round also the
+memory-optimised scheduler (4% slower), the legacy fusion emitters, onednn_custom_call (no
+oneDNN conv appears), YNNPACK convs for weight gradients (2x slower), weight gradients as
+per-tap or batch-parallel dots (1.1-2.8x slower), convs split over batch quarters (faster
+only for up_1's, 31 -> 22 ms; slower for the stride-2 ones), and optimization barriers that
+materialise the norm's output or its gradient once (noise). Running each side in
 its own process instead of interleaved in one does not close it either: torch 3.66-3.82 s,
 JAX 4.17-4.40 s per `small` step (0.85-0.88).
 
