@@ -50,8 +50,9 @@ loss with gradients 3.62 vs 3.48 s. The 3x3 convs' weight gradients are the larg
 piece (Eigen after batch-minor transposes: 17.8 vs 13.4 ms for a 64->64 residual conv, 23.6
 vs 7.5 for down_0; torch's oneDNN runs them near the conv peak). The JAX step also leaves ~6%
 of the cores idle (1.88 of 2 busy against 1.99, ~15-20k thread wake-ups per step against
-~120) and now and then pays a burst of ~550-600k page faults (10-17 s of kernel time) that
-torch never shows.
+~120) and, a few times early in a process, pays a burst of ~550-600k page faults (1.5-17 s
+of kernel time) that torch never shows: the heap growing past a fragmented free block for the
+step's 2.4 GB of temporaries (4.05 -> 5.21 GB at step 8 of one run, none after).
 
 Tried and dropped (no gain on the whole step, interleaved A/B): splitting the batch into
 micro-batches (unrolled: a single generator 20% faster at micro-batch 2, the whole step no
