@@ -64,12 +64,14 @@ within noise), the batch folded into the image height so weight gradients need n
 transpose (equal or 3-15% slower), the head kept in space-to-depth layout through down_0
 (175 vs 176 ms), and the XLA flags onednn_fusion_type, use_onednn, the concurrency-optimised
 scheduler on/off, tiling propagation (slower), prefer_vector_width=512, and YNNPACK fusion
-types reduce off (slower), eltwise off and individual_dot off (noise); this round also the
-memory-optimised scheduler (4% slower), the legacy fusion emitters, onednn_custom_call (no
-oneDNN conv appears), YNNPACK convs for weight gradients (2x slower), weight gradients as
-per-tap or batch-parallel dots (1.1-2.8x slower), convs split over batch quarters (faster
-only for up_1's, 31 -> 22 ms; slower for the stride-2 ones), and optimization barriers that
-materialise the norm's output or its gradient once (noise). Running each side in
+types reduce off (slower), eltwise off and individual_dot off (noise); this round also
+xla_cpu_scheduler_type=1 (4% slower per generator) and =2 (noise), the legacy fusion emitters
+(noise), onednn_custom_call (no oneDNN conv appears), YNNPACK convs for weight gradients (2x
+slower), weight gradients as per-tap or batch-parallel dots (1.1-2.9x slower), weight
+gradients as a sum over batch slices (RGB conv_in 40 -> 28 ms and up_0 18.5 -> 15 ms at 8
+slices, up_1 31 -> 22 in one run and no gain in another, stride-2 convs slower: ~1% of the
+step, not taken), and optimization barriers that materialise the norm's output or its
+gradient once (noise). Running each side in
 its own process instead of interleaved in one does not close it either: torch 3.66-3.82 s,
 JAX 4.17-4.40 s per `small` step (0.85-0.88).
 

@@ -90,6 +90,14 @@ def _norm_relu(x: jax.Array) -> jax.Array:
   return nn.relu(instance_norm(x))
 
 
+def _norm_relu_phases(y: jax.Array, channels: int) -> jax.Array:
+  """ReLU(instance_norm(.)) of a conv output whose pixels are still held as phases before a
+  pixel shuffle ([B, h, w, ...] with phases x `channels` values per position): each channel
+  normalised over h, w and its phases, which is the norm of the shuffled image."""
+  b, h, w = y.shape[:3]
+  return nn.relu(instance_norm(y.reshape(b, h, w, -1, channels))).reshape(y.shape)
+
+
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   """Reflection padding of H and W by `pad` pixels. [B,H,W,C] -> [B,H+2p,W+2p,C]."""
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
@@ -253,11 +261,9 @@ class BlockedConv(nn.Module):
     y, out_h, out_w = _blocked_conv_blocks(x, kernel, 1, self.block)
     n = self.block
     if out_h % n or out_w % n:  # partial edge blocks: normalise the cropped image
-      return _norm_relu(blocked_conv(x, kernel, 1, n) + bias)
-    b = y.shape[0]
-    y = y[:, : out_h // n, : out_w // n].reshape(b, out_h // n, out_w // n, n * n, -1) + bias
-    y = nn.relu(instance_norm(y))
-    return depth_to_space(y.reshape(b, out_h // n, out_w // n, -1), n)
+      return _norm_relu(depth_to_space(y, n)[:, :out_h, :out_w] + bias)
+    y = y[:, : out_h // n, : out_w // n] + jnp.tile(bias, n * n)
+    return depth_to_space(_norm_relu_phases(y, self.features), n)
 
 
 def row_split_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -368,15 +374,16 @@ class DownConv(nn.Module):
 
   features: int
   dtype: Dtype = jnp.float32
+  # Read by _conv_params_and_padded_input; conv_s2 pads by itself.
+  kernel_size = 3
+  padding = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.shape[1] % 2 or x.shape[2] % 2:
       raise ValueError(f"DownConv input H, W must be even, got {x.shape}")
-    kernel = self.param("kernel", INIT, (3, 3, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    x = x.astype(self.dtype)
-    return conv_s2(x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    x, kernel, bias = _conv_params_and_padded_input(self, x)
+    return conv_s2(x, kernel) + bias
 
 
 class Upsample2x(nn.Module):
@@ -401,8 +408,7 @@ class Upsample2x(nn.Module):
     y = _transposed_conv_s2_phases(x.astype(self.dtype), kernel.astype(self.dtype))
     y = y + bias.astype(self.dtype)
     if self.norm_relu:
-      batch, h, w, _, _, out = y.shape
-      y = nn.relu(instance_norm(y.reshape(batch, h, w, 4, out))).reshape(y.shape)
+      y = _norm_relu_phases(y, self.features)
     return _shuffle_phases(y)
 
 
