@@ -368,6 +368,10 @@ _WINO_AT = np.array(
   np.float32,
 )
 _WINO_OUT, _WINO_IN = _WINO_AT.shape
+# conv3x3 takes its kernel gradient by Winograd from this many input channels, XLA's direct
+# one below: per generator with gradients, 256 channels (`paper`, batch 1) ran 1.085x
+# faster, 64 (`small`, batch 8) 0.98x (benchmarks/translator.py).
+WINOGRAD_KERNEL_GRAD_MIN_CHANNELS = 128
 
 
 def _combine(matrix: np.ndarray, parts: list) -> list:
@@ -377,6 +381,28 @@ def _combine(matrix: np.ndarray, parts: list) -> list:
     terms = [p if c == 1 else -p if c == -1 else p * c for c, p in zip(coefs, parts) if c]
     rows.append(sum(terms[1:], terms[0]))
   return rows
+
+
+def _winograd_tiles(x: jax.Array) -> tuple[jax.Array, int, int]:
+  """x [B, H, W, I] (H, W >= 3) -> (its 6x6 input tiles transformed, BT d BT^T, as [36,
+  B*th*tw, I], th, tw): one tile per 4x4 block of the VALID 3x3 conv's output, x zero-
+  padded at the bottom/right to whole blocks."""
+  m, n = _WINO_OUT, _WINO_IN
+  b, h, w, i = x.shape
+  th, tw = -(-(h - 2) // m), -(-(w - 2) // m)
+  x = jnp.pad(x, ((0, 0), (0, m * th + 2 - h), (0, m * tw + 2 - w), (0, 0)))
+  rows = _combine(_WINO_BT, [x[:, r : r + m * (th - 1) + 1 : m] for r in range(n)])
+  tiles = []
+  for row in rows:  # [B, th, W', I] -> n x [B, th, tw, I]
+    tiles += _combine(_WINO_BT, [row[:, :, c : c + m * (tw - 1) + 1 : m] for c in range(n)])
+  return jnp.stack(tiles).reshape(n * n, b * th * tw, i), th, tw
+
+
+def _channel_matmuls(a: jax.Array, b: jax.Array, contract: int) -> jax.Array:
+  """One matmul per tile position (leading axis 36): contracting a's and b's axis
+  `contract` (2: channels, a conv; 1: tiles, a kernel gradient)."""
+  dims = (((2,), (1,)) if contract == 2 else ((1,), (1,)), ((0,), (0,)))
+  return jax.lax.dot_general(a, b, dims)
 
 
 def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -390,24 +416,37 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   error against float64 (worst kernel gradient 3.9% vs 2.8% at `paper`, 1.3% vs 0.7% at
   `small`: deep instance-normed nets amplify rounding either way)."""
   m, n = _WINO_OUT, _WINO_IN
-  b, h, w, i = x.shape
-  out_h, out_w = h - 2, w - 2
-  th, tw = -(-out_h // m), -(-out_w // m)
-  x = jnp.pad(x, ((0, 0), (0, m * th + 2 - h), (0, m * tw + 2 - w), (0, 0)))
-  rows = _combine(_WINO_BT, [x[:, r : r + m * (th - 1) + 1 : m] for r in range(n)])
-  tiles = []
-  for row in rows:  # [B, th, W', I] -> n x [B, th, tw, I]
-    tiles += _combine(_WINO_BT, [row[:, :, c : c + m * (tw - 1) + 1 : m] for c in range(n)])
-  tiles = jnp.stack(tiles).reshape(n * n, b * th * tw, i)
+  b, h, w, _ = x.shape
+  tiles, th, tw = _winograd_tiles(x)
   g = jnp.asarray(_WINO_G)
   k = jnp.einsum("ai,ijco,bj->abco", g, kernel, g, precision=jax.lax.Precision.HIGHEST)
-  prod = jax.lax.dot_general(tiles, k.reshape(n * n, i, -1), (((2,), (1,)), ((0,), (0,))))
+  prod = _channel_matmuls(tiles, k.reshape(n * n, *kernel.shape[2:]), contract=2)
   prod = prod.reshape(n, n, b, th, tw, -1)
   out_rows = _combine(_WINO_AT, [prod[a] for a in range(n)])  # m x [n, B, th, tw, O]
   y = jnp.stack(
     [jnp.stack(_combine(_WINO_AT, [r[c] for c in range(n)]), axis=3) for r in out_rows], axis=2
   )  # [B, th, m, tw, m, O]
-  return y.reshape(b, m * th, m * tw, -1)[:, :out_h, :out_w]
+  return y.reshape(b, m * th, m * tw, -1)[:, : h - 2, : w - 2]
+
+
+def winograd_conv3x3_kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+  """The kernel gradient [3, 3, I, O] of winograd_conv3x3(x, kernel) for the output
+  gradient g [B, H-2, W-2, O]: sum over pixels of x[h + i, w + j] g[h, w], computed by the
+  transposed algorithm F(3x3, 4x4): G^T [sum over tiles (A g A^T) * (BT d BT^T)] G, i.e.
+  the forward's input tiles, g's 4x4 blocks transformed to 6x6, and one matmul over the
+  tiles per tile position (4x fewer multiplies than the direct sum)."""
+  m, n = _WINO_OUT, _WINO_IN
+  tiles, th, tw = _winograd_tiles(x)
+  b, gh, gw, o = g.shape
+  g = jnp.pad(g, ((0, 0), (0, m * th - gh), (0, m * tw - gw), (0, 0)))
+  g = g.reshape(b, th, m, tw, m, o)
+  a = _WINO_AT.T  # [n, m]
+  rows = _combine(a, [g[:, :, j] for j in range(m)])  # n x [B, th, tw, m, O]
+  g_tiles = [t for r in rows for t in _combine(a, [r[:, :, :, c] for c in range(m)])]
+  g_tiles = jnp.stack(g_tiles).reshape(n * n, b * th * tw, o)
+  prod = _channel_matmuls(tiles, g_tiles, contract=1).reshape(n, n, tiles.shape[-1], o)
+  gm = jnp.asarray(_WINO_G)
+  return jnp.einsum("ai,abco,bj->ijco", gm, prod, gm, precision=jax.lax.Precision.HIGHEST)
 
 
 def _conv3x3_fwd(x: jax.Array, kernel: jax.Array):
@@ -417,9 +456,11 @@ def _conv3x3_fwd(x: jax.Array, kernel: jax.Array):
 def _conv3x3_bwd(residuals, g: jax.Array):
   x, kernel = residuals
   # The input gradient is the full conv of g with the flipped, in/out-swapped kernel: also
-  # a 3x3 stride-1 conv, so Winograd too. The kernel gradient is XLA's.
+  # a 3x3 stride-1 conv, so Winograd too.
   padded = jnp.pad(g, ((0, 0), (2, 2), (2, 2), (0, 0)))
   dx = winograd_conv3x3(padded, kernel[::-1, ::-1].swapaxes(2, 3))
+  if x.shape[-1] >= WINOGRAD_KERNEL_GRAD_MIN_CHANNELS:
+    return dx, winograd_conv3x3_kernel_grad(x, g)
   _, kernel_vjp = jax.vjp(lambda k: _conv_valid(x, k), kernel)
   return dx, kernel_vjp(g)[0]
 

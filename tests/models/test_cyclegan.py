@@ -173,8 +173,13 @@ def test_down_conv_rejects_odd_sizes():
     cyclegan.DownConv(4).init(jax.random.key(0), jnp.zeros((1, 5, 4, 3)))
 
 
-@pytest.mark.parametrize("shape", [(2, 10, 10, 4), (1, 7, 9, 3), (2, 18, 14, 8)])
-def test_conv3x3_equals_flax_conv_values_and_gradients(shape):
+@pytest.mark.parametrize(
+  "shape,grad_atol",
+  # (1, 9, 10, 128): the Winograd kernel gradient (from WINOGRAD_KERNEL_GRAD_MIN_CHANNELS),
+  # its entries sums of 56 terms of size ~1 (float32 rounding ~1e-5).
+  [((2, 10, 10, 4), 1e-5), ((1, 7, 9, 3), 1e-5), ((2, 18, 14, 8), 1e-5), ((1, 9, 10, 128), 5e-5)],
+)
+def test_conv3x3_equals_flax_conv_values_and_gradients(shape, grad_atol):
   """The residual blocks' conv_j: nn.Conv(3x3, VALID)'s params, values and gradients, with
   forward and input gradient as Winograd F(4x4, 3x3) (partial output tiles included)."""
   x = jax.random.normal(jax.random.key(1), shape)
@@ -186,7 +191,7 @@ def test_conv3x3_equals_flax_conv_values_and_gradients(shape):
   ):
     np.testing.assert_array_equal(a, b)
   params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (5,))}}
-  _assert_same_function(ours, ref, params, x, grad_atol=1e-5)
+  _assert_same_function(ours, ref, params, x, grad_atol)
 
 
 def test_winograd_conv_rounding_is_close_to_the_direct_conv():
@@ -205,6 +210,19 @@ def test_winograd_conv_rounding_is_close_to_the_direct_conv():
   # Measured: 1.7e-6 vs 3.1e-7 of the output's rms (the transforms' extra roundings).
   assert direct > 0 and winograd < 8 * direct, (winograd, direct)
   assert winograd < 3e-6 * np.sqrt(np.mean(exact**2))
+
+
+@pytest.mark.parametrize("shape", [(2, 10, 12, 3, 5), (1, 9, 7, 4, 2), (1, 3, 3, 2, 2)])
+def test_winograd_kernel_gradient_equals_the_direct_one(shape):
+  """F(3x3, 4x4) kernel gradient = XLA's gradient of the direct conv (partial tiles too)."""
+  b, h, w, i, o = shape
+  x = jax.random.normal(jax.random.key(1), (b, h, w, i))
+  g = jax.random.normal(jax.random.key(2), (b, h - 2, w - 2, o))
+  kernel = jnp.zeros((3, 3, i, o))
+  ref = jax.vjp(lambda k: cyclegan._conv_valid(x, k), kernel)[1](g)[0]
+  ours = cyclegan.winograd_conv3x3_kernel_grad(x, g)
+  assert ours.shape == (3, 3, i, o)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
 
 
 def test_conv3x3_uses_the_direct_conv_below_float32():
