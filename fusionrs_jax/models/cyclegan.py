@@ -7,6 +7,7 @@ Module names (conv_in, down_i, res_i/conv_j, up_i, conv_out; disc conv_i) are mi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -383,6 +384,12 @@ def _combine(matrix: np.ndarray, parts: list) -> list:
   return rows
 
 
+def _transform(matrix: np.ndarray, x: jax.Array, axis: int) -> jax.Array:
+  """x with its `axis` mapped by `matrix` (rows: output index): _combine along one axis."""
+  parts = [jax.lax.index_in_dim(x, j, axis, keepdims=False) for j in range(x.shape[axis])]
+  return jnp.stack(_combine(matrix, parts), axis=axis)
+
+
 def _winograd_tiles(x: jax.Array) -> tuple[jax.Array, int, int]:
   """x [B, H, W, I] (H, W >= 3) -> (its 6x6 input tiles transformed, BT d BT^T, as [36,
   B*th*tw, I], th, tw): one tile per 4x4 block of the VALID 3x3 conv's output, x zero-
@@ -391,11 +398,12 @@ def _winograd_tiles(x: jax.Array) -> tuple[jax.Array, int, int]:
   b, h, w, i = x.shape
   th, tw = -(-(h - 2) // m), -(-(w - 2) // m)
   x = jnp.pad(x, ((0, 0), (0, m * th + 2 - h), (0, m * tw + 2 - w), (0, 0)))
-  rows = _combine(_WINO_BT, [x[:, r : r + m * (th - 1) + 1 : m] for r in range(n)])
-  tiles = []
-  for row in rows:  # [B, th, W', I] -> n x [B, th, tw, I]
-    tiles += _combine(_WINO_BT, [row[:, :, c : c + m * (tw - 1) + 1 : m] for c in range(n)])
-  return jnp.stack(tiles).reshape(n * n, b * th * tw, i), th, tw
+  # Whole-array transforms (one per axis, not per tile row) keep the traced program small:
+  # XLA fuses them all the same, and compile time grows with the op count.
+  rows = jnp.stack([x[:, r : r + m * (th - 1) + 1 : m] for r in range(n)])  # [n, B, th, W', I]
+  rows = _transform(_WINO_BT, rows, 0)
+  tiles = jnp.stack([rows[:, :, :, c : c + m * (tw - 1) + 1 : m] for c in range(n)], axis=1)
+  return _transform(_WINO_BT, tiles, 1).reshape(n * n, b * th * tw, i), th, tw
 
 
 def _channel_matmuls(a: jax.Array, b: jax.Array, contract: int) -> jax.Array:
@@ -422,10 +430,8 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   k = jnp.einsum("ai,ijco,bj->abco", g, kernel, g, precision=jax.lax.Precision.HIGHEST)
   prod = _channel_matmuls(tiles, k.reshape(n * n, *kernel.shape[2:]), contract=2)
   prod = prod.reshape(n, n, b, th, tw, -1)
-  out_rows = _combine(_WINO_AT, [prod[a] for a in range(n)])  # m x [n, B, th, tw, O]
-  y = jnp.stack(
-    [jnp.stack(_combine(_WINO_AT, [r[c] for c in range(n)]), axis=3) for r in out_rows], axis=2
-  )  # [B, th, m, tw, m, O]
+  y = _transform(_WINO_AT, _transform(_WINO_AT, prod, 0), 1)  # [m, m, B, th, tw, O]
+  y = y.transpose(2, 3, 0, 4, 1, 5)  # [B, th, m, tw, m, O]
   return y.reshape(b, m * th, m * tw, -1)[:, : h - 2, : w - 2]
 
 
@@ -439,11 +445,9 @@ def winograd_conv3x3_kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   tiles, th, tw = _winograd_tiles(x)
   b, gh, gw, o = g.shape
   g = jnp.pad(g, ((0, 0), (0, m * th - gh), (0, m * tw - gw), (0, 0)))
-  g = g.reshape(b, th, m, tw, m, o)
-  a = _WINO_AT.T  # [n, m]
-  rows = _combine(a, [g[:, :, j] for j in range(m)])  # n x [B, th, tw, m, O]
-  g_tiles = [t for r in rows for t in _combine(a, [r[:, :, :, c] for c in range(m)])]
-  g_tiles = jnp.stack(g_tiles).reshape(n * n, b * th * tw, o)
+  g = g.reshape(b, th, m, tw, m, o).transpose(2, 4, 0, 1, 3, 5)  # [m, m, B, th, tw, O]
+  g_tiles = _transform(_WINO_AT.T, _transform(_WINO_AT.T, g, 0), 1)
+  g_tiles = g_tiles.reshape(n * n, b * th * tw, o)
   prod = _channel_matmuls(tiles, g_tiles, contract=1).reshape(n, n, tiles.shape[-1], o)
   gm = jnp.asarray(_WINO_G)
   return jnp.einsum("ai,abco,bj->ijco", gm, prod, gm, precision=jax.lax.Precision.HIGHEST)
@@ -477,9 +481,25 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+_WINOGRAD = {"on": True}
+
+
+@contextlib.contextmanager
+def direct_convs():
+  """Within this context Conv3x3 traces XLA's direct conv instead of Winograd: for FLOP
+  counts in direct-conv terms (benchmarks/translator.py) and direct-conv rounding."""
+  before = _WINOGRAD["on"]
+  _WINOGRAD["on"] = False
+  try:
+    yield
+  finally:
+    _WINOGRAD["on"] = before
+
+
 class Conv3x3(nn.Module):
   """nn.Conv(features, (3, 3), padding="VALID")'s params and function (a residual block's
-  conv_j), computed by conv3x3 in float32 (XLA's conv for other dtypes)."""
+  conv_j), computed by conv3x3 in float32 (XLA's conv for other dtypes, or inside
+  direct_convs())."""
 
   features: int
   dtype: Dtype = jnp.float32
@@ -490,7 +510,7 @@ class Conv3x3(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x, kernel, bias = _conv_params_and_padded_input(self, x)
-    conv = conv3x3 if x.dtype == jnp.float32 else _conv_valid
+    conv = conv3x3 if x.dtype == jnp.float32 and _WINOGRAD["on"] else _conv_valid
     return conv(x, kernel) + bias
 
 

@@ -104,6 +104,18 @@ def _assert_same_function(ours, ref, params, x, grad_atol):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=grad_atol)
 
 
+def _assert_same_params_and_function(ours, ref, x, grad_atol):
+  """A conv module that replaces `ref` (an nn.Conv): the same params at init (checkpoints and
+  the torch export are unchanged), then with a non-zero bias the same function."""
+  params = ours.init(jax.random.key(2), x)
+  for a, b in zip(
+    jax.tree.leaves(params), jax.tree.leaves(ref.init(jax.random.key(2), x)), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  bias = jax.random.normal(jax.random.key(3), params["params"]["bias"].shape)
+  _assert_same_function(ours, ref, {"params": {**params["params"], "bias": bias}}, x, grad_atol)
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1, 4, 4, 6)])
 def test_subpixel_upsample_equals_flax_conv_transpose_values_and_gradients(shape):
   """The generator's up_i layers: same params, outputs and gradients as the dilated-input
@@ -157,15 +169,8 @@ def test_down_conv_equals_flax_strided_conv_values_and_gradients(shape):
   """The generator's down_i: nn.Conv(3x3, stride 2, padding 1)'s params, values and
   gradients, with the input gradient computed as a sub-pixel transposed conv."""
   x = jax.random.normal(jax.random.key(1), shape)
-  ours = cyclegan.DownConv(4)
   ref = nn.Conv(4, (3, 3), (2, 2), ((1, 1), (1, 1)), kernel_init=cyclegan.INIT)
-  params = ours.init(jax.random.key(2), x)
-  for a, b in zip(
-    jax.tree.leaves(params), jax.tree.leaves(ref.init(jax.random.key(2), x)), strict=True
-  ):
-    np.testing.assert_array_equal(a, b)
-  params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (4,))}}
-  _assert_same_function(ours, ref, params, x, grad_atol=1e-5)
+  _assert_same_params_and_function(cyclegan.DownConv(4), ref, x, grad_atol=1e-5)
 
 
 def test_down_conv_rejects_odd_sizes():
@@ -183,15 +188,8 @@ def test_conv3x3_equals_flax_conv_values_and_gradients(shape, grad_atol):
   """The residual blocks' conv_j: nn.Conv(3x3, VALID)'s params, values and gradients, with
   forward and input gradient as Winograd F(4x4, 3x3) (partial output tiles included)."""
   x = jax.random.normal(jax.random.key(1), shape)
-  ours = cyclegan.Conv3x3(5)
   ref = nn.Conv(5, (3, 3), padding="VALID", kernel_init=cyclegan.INIT)
-  params = ours.init(jax.random.key(2), x)
-  for a, b in zip(
-    jax.tree.leaves(params), jax.tree.leaves(ref.init(jax.random.key(2), x)), strict=True
-  ):
-    np.testing.assert_array_equal(a, b)
-  params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (5,))}}
-  _assert_same_function(ours, ref, params, x, grad_atol)
+  _assert_same_params_and_function(cyclegan.Conv3x3(5), ref, x, grad_atol)
 
 
 def test_winograd_conv_rounding_is_close_to_the_direct_conv():
@@ -236,6 +234,17 @@ def test_conv3x3_uses_the_direct_conv_below_float32():
   np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
 
 
+def test_direct_convs_traces_the_direct_conv():
+  """Inside direct_convs() Conv3x3 computes nn.Conv bit for bit (Winograd does not)."""
+  x = jax.random.normal(jax.random.key(1), (1, 10, 10, 8))
+  ours = cyclegan.Conv3x3(8)
+  ref = nn.Conv(8, (3, 3), padding="VALID", kernel_init=cyclegan.INIT)
+  params = ours.init(jax.random.key(2), x)
+  with cyclegan.direct_convs():
+    np.testing.assert_array_equal(ours.apply(params, x), ref.apply(params, x))
+  assert not np.array_equal(ours.apply(params, x), ref.apply(params, x))
+
+
 @pytest.mark.parametrize(
   # (input shape, kernel, stride, block, zero padding)
   "shape,kernel,stride,block,pad",
@@ -257,12 +266,7 @@ def test_blocked_conv_equals_flax_conv_values_and_gradients(shape, kernel, strid
   ref = nn.Conv(
     6, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)), kernel_init=cyclegan.INIT
   )
-  params = ours.init(jax.random.key(2), x)
-  ref_params = ref.init(jax.random.key(2), x)
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
-    np.testing.assert_array_equal(a, b)  # same init: checkpoints and export are unchanged
-  params = {"params": {**params["params"], "bias": jax.random.normal(jax.random.key(3), (6,))}}
-  _assert_same_function(ours, ref, params, x, grad_atol=1e-4)
+  _assert_same_params_and_function(ours, ref, x, grad_atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(2, 14, 14, 3), (1, 13, 11, 2)])  # whole / partial blocks
