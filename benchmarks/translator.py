@@ -361,6 +361,21 @@ def _rate(times: list[float], unit: str, items: int, flops: float | None, peak: 
   return out
 
 
+def _with_faults(call, log: list):
+  """`call` that appends (minor page faults, kernel CPU seconds) of each call to `log`: the
+  JAX step's occasional heap-growth bursts (README "Benchmarks") show up as its slow rounds."""
+  import resource
+
+  def run():
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    out = call()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    log.append((after.ru_minflt - before.ru_minflt, round(after.ru_stime - before.ru_stime, 3)))
+    return out
+
+  return run
+
+
 def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
   train_batch, translate_batch = SIZES[size]
   load_before = os.getloadavg()
@@ -369,12 +384,22 @@ def run_size(size: str, image_size: int, rounds: int, peak: float) -> dict:
   train_calls = {"jax": t["call"]}
   for n in sorted({1, os.cpu_count() or 1}):
     train_calls[f"torch_{n}t"] = with_threads(torch_t["call"], n)
+  faults = {name: [] for name in train_calls}
+  train_calls = {name: _with_faults(call, faults[name]) for name, call in train_calls.items()}
   # Two warm-up steps: the heap can still grow (one-off page faults) on the second one.
   train_all = interleaved(train_calls, rounds, warmup=2)
+  # Per timed round (after the warm-ups): minor page faults and kernel seconds.
+  faults = {name: log[-rounds:] for name, log in faults.items()}
   train_best = min(
     (k for k in train_all if k != "jax"), key=lambda k: statistics.median(train_all[k])
   )
-  train_rate = lambda name: _rate(train_all[name], "steps_per_sec", 1, t["direct_flops"], peak)
+
+  def train_rate(name: str) -> dict:
+    rate = _rate(train_all[name], "steps_per_sec", 1, t["direct_flops"], peak)
+    rate["minor_faults_all"] = [f for f, _ in faults[name]]
+    rate["sys_sec_all"] = [sys_s for _, sys_s in faults[name]]
+    return rate
+
   images = _images(translate_batch, image_size, 3, 0)
   tr = translate_fns(size, t["params"]["rgb_to_ir"], images)
   times = interleaved(tr["calls"], rounds, warmup=1)

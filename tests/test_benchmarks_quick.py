@@ -48,6 +48,11 @@ def test_translator_quick_reports_rates_and_matches_torch(tmp_path):
   # The torch train step (same weights, batch, losses) starts from the same loss.
   assert train[train["torch_best"]]["steps_per_sec"] > 0 and train["jax_over_torch_speed"] > 0
   assert train["first_loss_equal"], train["first_loss"]
+  # Page faults and kernel time of every timed step, per contender.
+  for rate in (train, train[train["torch_best"]]):  # JAX's fields sit at the top
+    assert len(rate["minor_faults_all"]) == len(rate["sec_all"]) == size["rounds"]
+    assert all(f >= 0 for f in rate["minor_faults_all"])
+    assert len(rate["sys_sec_all"]) == size["rounds"]
   translate = size["translate"]
   for name in ("jax", translate["torch_best"]):
     assert translate[name]["images_per_sec"] > 0
