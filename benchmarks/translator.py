@@ -56,8 +56,13 @@ torch 22.1) and F(3x3, 4x4) for the kernel gradient from 128 channels (the 36 ma
 contract over tiles; at 64 channels XLA inserted transposes that cost as much as they saved:
 8.4 ms with the operand pre-transposed, 17 ms as written, whole dw 21-23 vs XLA's 18-20 ms).
 Per generator with gradients (interleaved A/B, 7-9 rounds): `small` 1.06x, `paper` 1.17x,
-then 1.12x more for the `paper` kernel gradient; the step: `small` 1.03-1.06 of torch,
-`paper` 1.12 (forward and input gradient only) and 1.32 (all three). Tried and dropped on
+then 1.12x more for the `paper` kernel gradient. The step against torch, runs of this
+benchmark: `small` 1.03 and `paper` 1.12 with Winograd forward and input gradient only, then
+with all three `small` 1.06, 0.94, 1.05 and `paper` 1.32, 1.28, 1.24 (the 0.94 run had both
+sides slower and JAX's rounds spread 4.26-5.16 s; per-round page faults are recorded since).
+Unrolled per tile row, the transforms tripled the step's compile time (small 11 -> 34 s,
+paper 14 -> 78 s); as one op per axis over stacked arrays they compile 2.5-3.3x faster per
+conv at the same speed (16 and 30 s per step). Tried and dropped on
 the way: F(2x2, 3x3) (fewer savings: 64 channels slower than direct, 256 channels 1.1-1.2x),
 the conv as 9 accumulated or one im2col matmul over the flattened padded image (1.2-1.7x
 slower than XLA's conv), and fusion barriers (optimization_barrier is expanded before

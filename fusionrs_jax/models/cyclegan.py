@@ -473,8 +473,9 @@ def _conv3x3_bwd(residuals, g: jax.Array):
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """VALID 3x3 stride-1 conv ([B, H, W, I] x [3, 3, I, O] -> [B, H-2, W-2, O]) whose forward
   and input gradient run as Winograd F(4x4, 3x3) (winograd_conv3x3) and whose kernel
-  gradient is XLA's: the residual blocks' convs, 1.2-1.3x faster forward than XLA:CPU's
-  direct conv at 64 px (64 and 256 channels; benchmarks/translator.py)."""
+  gradient runs as F(3x3, 4x4) from WINOGRAD_KERNEL_GRAD_MIN_CHANNELS input channels (XLA's
+  below): the residual blocks' convs, 1.3x faster forward than XLA:CPU's direct conv at 64
+  px (64 and 256 channels; benchmarks/translator.py)."""
   return winograd_conv3x3(x, kernel)
 
 
