@@ -42,9 +42,9 @@ def test_translator_quick_reports_rates_and_matches_torch(tmp_path):
   train = size["train"]
   assert train["steps_per_sec"] > 0 and train["images_per_sec"] > 0
   assert train["gflop_per_step_xla"] > 0 and train["gflop_per_sec"] > 0
-  # GFLOP/s count direct-conv work; the Winograd residual convs execute fewer FLOPs.
-  assert train["gflop_per_step_direct"] > train["gflop_per_step_xla"]
-  assert size["translate"]["gflop_per_batch_direct"] > size["translate"]["gflop_per_batch_xla"]
+  # GFLOP/s count direct-conv work (at 32 px the residual convs are direct: the same count).
+  assert train["gflop_per_step_direct"] == pytest.approx(train["gflop_per_step_xla"], rel=0.05)
+  assert size["translate"]["gflop_per_batch_direct"] > 0
   # The torch train step (same weights, batch, losses) starts from the same loss.
   assert train[train["torch_best"]]["steps_per_sec"] > 0 and train["jax_over_torch_speed"] > 0
   assert train["first_loss_equal"], train["first_loss"]
